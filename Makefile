@@ -1,0 +1,33 @@
+# Two commands set up a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo lint test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints-dev.txt pins the CPU torch wheel; the package itself asks only torch>=2.2
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e ".[server,dev]"
+	touch $@
+
+demo: install
+	$(BIN)/corteza demo
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+bench: install
+	$(BIN)/python benchmarks/bench_responsiveness.py
+	$(BIN)/python benchmarks/bench_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,3 @@
+from corteza.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""The typer application and its commands."""
+
+from __future__ import annotations
+
+import typer
+
+from corteza._version import __version__
+from corteza.cli import demo, serve
+
+app = typer.Typer(
+    name="corteza",
+    help="Train the Corteza cognitive model on a remote GPU from your own machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"corteza {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train the Corteza cognitive model on a remote GPU from your own machine."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,30 @@
+"""Where the client finds its server: arguments, then the environment."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 300.0  # seconds; a large batch on a CPU takes a while
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_RETRIES = 3
+URL_ENV = ("CORTEZA_URL", "COLAB_SERVER_URL")  # the second is the seed client's
+TOKEN_ENV = "CORTEZA_TOKEN"
+
+
+def configured_url() -> str | None:
+    """The server URL from the environment, or None."""
+    for name in URL_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value.rstrip("/")
+    return None
+
+
+def resolve_url(url: str | None) -> str:
+    """An explicit URL, else the environment, else the local default."""
+    return (url or configured_url() or DEFAULT_URL).rstrip("/")
+
+
+def resolve_token(token: str | None) -> str | None:
+    return token or os.environ.get(TOKEN_ENV) or None

@@ -1,0 +1,117 @@
+"""The client's exception tree. Every failure raises; nothing returns None.
+
+::
+
+    CortezaError
+    ├── TransportError              the server could not be reached or answered oddly
+    │   ├── ConnectError            connection refused, DNS failure, TLS failure
+    │   ├── TimeoutError            no answer within the timeout
+    │   └── ProtocolError           not our protocol (a proxy page, a wrong URL)
+    ├── ServerError                 the server answered with an error (status, error_type)
+    │   ├── InvalidRequestError     4xx: the request was refused, nothing changed
+    │   │   ├── InvalidBatchError   bad samples: width, NaN/Inf, labels, empty, ragged
+    │   │   │   └── DimensionMismatchError
+    │   │   └── NotFoundError
+    │   ├── TrainingDivergedError   the loss became NaN/Inf; the step was not applied
+    │   └── InternalServerError     5xx
+    └── InvalidDataError            (also ValueError) local data refused before sending
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CortezaError(Exception):
+    """Root of every error this package raises."""
+
+
+class TransportError(CortezaError):
+    """The request did not get a usable answer."""
+
+
+class ConnectError(TransportError):
+    """The server could not be reached."""
+
+
+class TimeoutError(TransportError):
+    """The server did not answer in time."""
+
+
+class ProtocolError(TransportError):
+    """The answer was not from a corteza server (or an incompatible one)."""
+
+
+class ServerError(CortezaError):
+    """The server answered with an error status and body."""
+
+    def __init__(
+        self, message: str, *, status: int, error_type: str, body: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.body = body or {}
+
+
+class InvalidRequestError(ServerError):
+    """A 4xx: the server refused the request and changed nothing."""
+
+
+class InvalidBatchError(InvalidRequestError):
+    """A sample was refused (width, NaN/Inf, label, empty or ragged batch)."""
+
+    @property
+    def sample(self) -> int | None:
+        value = self.body.get("sample")
+        return value if isinstance(value, int) else None
+
+
+class DimensionMismatchError(InvalidBatchError):
+    """``Input dimension mismatch: expected 1600D, got 3D``."""
+
+
+class NotFoundError(InvalidRequestError):
+    """The route or resource does not exist."""
+
+
+class TrainingDivergedError(ServerError):
+    """The loss became NaN or Inf; that step was not applied."""
+
+
+class InternalServerError(ServerError):
+    """A 5xx: the server failed; details are in its log."""
+
+
+class InvalidDataError(CortezaError, ValueError):
+    """Local data refused before anything was sent (same words as the server)."""
+
+    def __init__(self, message: str, *, error_type: str, sample: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+        self.sample = sample
+
+
+_BY_TYPE: dict[str, type[ServerError]] = {
+    "dimension_mismatch": DimensionMismatchError,
+    "non_finite_input": InvalidBatchError,
+    "invalid_label": InvalidBatchError,
+    "empty_batch": InvalidBatchError,
+    "ragged_batch": InvalidBatchError,
+    "not_found": NotFoundError,
+    "training_diverged": TrainingDivergedError,
+    "internal_error": InternalServerError,
+}
+
+
+def parse_error(status: int, body: Any) -> ServerError:
+    """The exception for an error response (``body`` is the decoded JSON, or anything)."""
+    data = body if isinstance(body, dict) else {}
+    error_type = str(data.get("error_type") or ("internal_error" if status >= 500 else "unknown"))
+    message = str(data.get("error") or data.get("detail") or f"HTTP {status}")
+    cls = _BY_TYPE.get(error_type)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else InvalidRequestError
+    return cls(message, status=status, error_type=error_type, body=data)

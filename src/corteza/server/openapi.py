@@ -1,0 +1,37 @@
+"""OpenAPI helpers for routes that read their body themselves (to parse it off the loop)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from corteza.wire import ErrorBody
+
+
+def request_body(model: type[BaseModel], content_type: str = "application/json") -> dict[str, Any]:
+    """``openapi_extra`` documenting ``model`` as the request body, refs inlined."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {content_type: {"schema": _inline(schema, defs)}},
+        }
+    }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Document error statuses with the wire's error body."""
+    return {status: {"model": ErrorBody} for status in statuses}

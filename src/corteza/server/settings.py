@@ -1,0 +1,40 @@
+"""Server configuration: one typed, validated ``Settings`` (env prefix ``CORTEZA_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corteza.model import ModelConfig
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to start.
+
+    >>> Settings(model=ModelConfig.tiny(), lr=1e-3).port
+    8000
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORTEZA_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    seed: int | None = Field(default=0, description="torch seed; None leaves torch unseeded")
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    pos_weight: float | None = Field(default=None, gt=0, description="BCE weight of anomalies")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto = bf16 autocast on a CUDA device that supports it"
+    )
+    trend_window: int = Field(default=20, ge=3, description="losses in the /metricas slope")
+    log_level: str = "info"
+    model: ModelConfig = Field(default_factory=ModelConfig)

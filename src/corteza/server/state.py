@@ -1,0 +1,52 @@
+"""Everything the routes share, built once in the lifespan."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from corteza.server.device import device_label, device_name, gpu_memory_mb
+from corteza.server.settings import Settings
+from corteza.server.stats import TrainingStats
+from corteza.server.trainer import Trainer
+from corteza.server.worker import TrainingWorker
+
+MODEL_NAME = "CortezaCognitiva"
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    trainer: Trainer
+    stats: TrainingStats
+    worker: TrainingWorker
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def build(cls, settings: Settings) -> ServerState:
+        trainer = Trainer(settings)
+        stats = TrainingStats()
+        return cls(settings, trainer, stats, TrainingWorker(trainer, stats))
+
+    def statistics(self) -> dict[str, Any]:
+        """The seed's ``estadisticas`` block, device fields included."""
+        device = self.trainer.device
+        allocated, reserved = gpu_memory_mb(device)
+        return {
+            **self.stats.snapshot(),
+            "dispositivo": device_label(device),
+            "gpu_memoria_mb": round(allocated, 1),
+            "device": str(device),
+            "device_name": device_name(device),
+            "gpu_memory_reserved_mb": round(reserved, 1),
+        }
+
+    @property
+    def cuda_available(self) -> bool:
+        return torch.cuda.is_available()
+
+    def close(self) -> None:
+        self.worker.shutdown()

@@ -1,0 +1,126 @@
+"""Training statistics: the seed's fields plus step, throughput, best loss and trend.
+
+The worker thread writes, request handlers read; one lock keeps snapshots whole.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from corteza.server.trainer import TrainResult
+
+RECENT_LOSSES = 100  # the seed's "loss_promedio_ultimos_100"
+THROUGHPUT_WINDOW = 20  # batches in the samples/s figure
+TREND_TOLERANCE = 0.02  # |fitted change over the window| / mean loss below this is "estable"
+
+
+def loss_trend(losses: list[float]) -> tuple[str, float | None]:
+    """Trend of a loss series from its least-squares slope.
+
+    Returns ``(label, slope)``: ``mejorando`` (falling), ``empeorando``
+    (rising) or ``estable`` when the fitted line moves less than 2% of the
+    mean loss across the window; ``sin_datos`` with fewer than 3 points.
+    """
+    if len(losses) < 3:
+        return "sin_datos", None
+    y = np.asarray(losses, dtype=np.float64)
+    x = np.arange(len(y), dtype=np.float64)
+    x -= x.mean()
+    slope = float((x * (y - y.mean())).sum() / (x * x).sum())
+    scale = abs(float(y.mean())) or 1.0
+    change = slope * (len(y) - 1) / scale
+    if change < -TREND_TOLERANCE:
+        return "mejorando", slope
+    if change > TREND_TOLERANCE:
+        return "empeorando", slope
+    return "estable", slope
+
+
+class TrainingStats:
+    """Counters and windows over everything the server trained."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.total_samples = 0
+        self.total_batches = 0
+        self.step = 0
+        self.loss_sum = 0.0
+        self.anomaly_prob_sum = 0.0
+        self.anomalies_detected = 0
+        self.best_loss: float | None = None
+        self.last_loss: float | None = None
+        self.recent_losses: deque[float] = deque(maxlen=RECENT_LOSSES)
+        self._throughput: deque[tuple[int, float]] = deque(maxlen=THROUGHPUT_WINDOW)
+        self.feedback_received = 0
+        self.feedback_validated = 0
+
+    def record_batch(self, result: TrainResult) -> None:
+        with self._lock:
+            self.total_samples += result.batch_size
+            self.total_batches += 1
+            self.step = result.step
+            self.loss_sum += result.loss
+            self.recent_losses.append(result.loss)
+            self.last_loss = result.loss
+            if self.best_loss is None or result.loss < self.best_loss:
+                self.best_loss = result.loss
+            self.anomaly_prob_sum += float(result.probabilities.mean())
+            self.anomalies_detected += int((result.probabilities > 0.5).sum())
+            self._throughput.append((result.batch_size * result.epochs, result.seconds))
+
+    def record_feedback(self, validated: bool) -> None:
+        with self._lock:
+            self.feedback_received += 1
+            self.feedback_validated += int(validated)
+
+    def _success_rate(self) -> float:
+        if not self.feedback_received:
+            return 0.0
+        return self.feedback_validated / self.feedback_received
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters in the seed's ``estadisticas`` shape (device fields left to the caller)."""
+        with self._lock:
+            batches = self.total_batches
+            recent = list(self.recent_losses)
+            samples = sum(n for n, _ in self._throughput)
+            seconds = sum(s for _, s in self._throughput)
+            return {
+                "total_muestras": self.total_samples,
+                "total_batches": batches,
+                "loss_promedio_global": self.loss_sum / batches if batches else 0.0,
+                "loss_promedio_ultimos_100": sum(recent) / len(recent) if recent else 0.0,
+                "anomalia_media": self.anomaly_prob_sum / batches if batches else 0.0,
+                "tiempo_transcurrido_seg": round(time.monotonic() - self.started, 6),
+                "feedback": {
+                    "recibido": self.feedback_received,
+                    "exitoso": self.feedback_validated,
+                    "tasa_exito": self._success_rate(),
+                },
+                "step": self.step,
+                "samples_per_second": samples / seconds if seconds > 0 else 0.0,
+                "best_loss": self.best_loss,
+                "last_loss": self.last_loss,
+            }
+
+    def metrics(self, window: int) -> dict[str, Any]:
+        """The ``/metricas`` payload: last 20 losses and the trend over ``window`` batches."""
+        with self._lock:
+            recent = list(self.recent_losses)
+            detected = self.anomalies_detected
+            rate = self._success_rate()
+        label, slope = loss_trend(recent[-window:])
+        return {
+            "ultimos_20_losses": recent[-20:],
+            "tendencia": label,
+            "anomalias_detectadas": detected,
+            "feedback_tasa_exito": rate,
+            "slope": slope,
+            "window": min(window, len(recent)),
+        }
