@@ -44,7 +44,7 @@ def serve(
     # Imported here so the light, torch-free install can still run the other commands.
     import uvicorn
 
-    from corteza.model import PRESETS
+    from corteza.model import PRESETS, ModelConfig
     from corteza.server import Settings, create_app
 
     setup_logging(log_level)
@@ -58,12 +58,13 @@ def serve(
     base = PRESETS[preset.value].to_dict()
     base.update({k: v for k, v in widths.items() if v is not None})
     try:
+        model = ModelConfig.from_dict(base)
         settings = Settings(
             host=host, port=port, device=device, seed=seed, lr=lr, log_level=log_level,
-            model=base,
+            model=model,
         )  # fmt: skip
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_first_line(exc)}", err=True)
         raise typer.Exit(2) from exc
     logger.info("corteza server on http://%s:%d (docs at /docs)", host, port)
     uvicorn.run(
@@ -73,3 +74,16 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def _first_line(exc: ValueError) -> str:
+    """The human part of a ValueError (pydantic adds a report under it)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(
+            ".".join(str(p) for p in e["loc"] if p != "model")
+            + (": " if any(p != "model" for p in e["loc"]) else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in errors()
+        )
+    return str(exc)

@@ -25,7 +25,6 @@ from corteza.client.errors import (
     ConnectError,
     ProtocolError,
     TimeoutError,
-    TransportError,
     parse_error,
 )
 from corteza.wire import (
@@ -187,6 +186,3 @@ def encode_json_batch(inputs: ArrayLike, labels: ArrayLike, *, epochs: int = 1) 
     ]
     # NaN/Inf go out as JSON's non-standard literals so the server names the sample.
     return json.dumps({"samples": samples, "epochs": epochs}).encode()
-
-
-__all__ = ["Client", "TransportError", "encode_json_batch"]

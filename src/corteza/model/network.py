@@ -169,13 +169,13 @@ class CortezaCognitiva(nn.Module):
         self.capa5 = Capa5(self.config)
 
     def forward(self, x: Tensor) -> CortezaOutput:
-        if x.dim() == 2:
-            x = x.unsqueeze(1)  # (B, D) -> (B, 1, D)
-        if x.dim() != 3 or x.shape[-1] != self.config.input_dim:
+        if x.dim() not in (2, 3) or x.shape[-1] != self.config.input_dim:
             raise ValueError(
                 f"expected input (B, {self.config.input_dim}) or (B, T, {self.config.input_dim}),"
                 f" got {tuple(x.shape)}"
             )
+        if x.dim() == 2:
+            x = x.unsqueeze(1)  # (B, D) -> (B, 1, D)
         h2 = self.capa2(x)  # (B, T, D)
         h3 = self.capa3(h2)  # (B, T, mlp_out)
         h4 = self.capa4(h3)  # (B, mlp_out)

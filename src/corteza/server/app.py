@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza._version import __version__
-from corteza.server.errors import install_error_handlers
+from corteza.server.errors import UnexpectedErrorMiddleware, install_error_handlers
 from corteza.server.routes import model, monitoring, training
 from corteza.server.settings import Settings
 from corteza.server.state import ServerState
@@ -77,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(ProtocolHeaderMiddleware)
+    app.add_middleware(UnexpectedErrorMiddleware)  # sees every failure of the routes
+    app.add_middleware(ProtocolHeaderMiddleware)  # outermost: stamps the 500s too
     for router in (training.router, monitoring.router, model.router):
         app.include_router(router)
     return app

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza.wire import BatchError, ErrorType, error_body
 
@@ -42,16 +43,16 @@ class ApiError(Exception):
 
 
 def describe_errors(errors: Any) -> str:
-    """``samples.0.anomaly_label: Input should be a valid number`` (first 3 problems)."""
-    parts = []
-    for error in list(errors)[:3]:
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    more = len(list(errors)) - 3
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts)
+    """``samples.0.anomaly_label: Field required`` for the first three distinct problems."""
+    parts: list[str] = []
+    for error in errors:
+        # Drop "body" and the union-branch tags pydantic adds ("list[float]").
+        loc = [str(p) for p in error.get("loc", ()) if p != "body" and "[" not in str(p)]
+        part = f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}"
+        if part not in parts:
+            parts.append(part)
+    shown = "; ".join(parts[:3])
+    return shown if len(parts) <= 3 else f"{shown}; and {len(parts) - 3} more"
 
 
 def _response(exc: ApiError) -> JSONResponse:
@@ -82,18 +83,44 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body(
-            "Internal server error; the details are in the server log", ErrorType.INTERNAL_ERROR
-        ),
-        status_code=500,
-    )
+INTERNAL_MESSAGE = "Internal server error; the details are in the server log"
+
+
+class UnexpectedErrorMiddleware:
+    """Turns any unhandled exception into a plain 500; the traceback goes to the log.
+
+    Starlette's own last-resort handler re-raises after answering, which makes
+    uvicorn drop the connection; this one contains the failure.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # too late for a status; close the response as it stands
+                raise
+            response = JSONResponse(
+                error_body(INTERNAL_MESSAGE, ErrorType.INTERNAL_ERROR), status_code=500
+            )
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real uvicorn on 127.0.0.1 with a free port, serving a tiny model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from corteza.client import free_port
+from corteza.model import ModelConfig
+from corteza.server import Settings, create_app
+from corteza.server.state import ServerState
+
+TINY = ModelConfig.tiny()
+
+# Tiny models gain nothing from intra-op threads, and OpenMP workers that
+# spin against another busy process slow a 25k-parameter step 80-fold.
+torch.set_num_threads(1)
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn serving ``app`` in a background thread."""
+
+    app: FastAPI
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def state(self) -> ServerState:
+        state: ServerState = self.app.state.corteza
+        return state
+
+    def http(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]
+
+
+def start_server(settings: Settings) -> LiveServer:
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    return LiveServer(app, f"http://127.0.0.1:{port}", server, thread)
+
+
+def stop_server(live: LiveServer) -> None:
+    live.server.should_exit = True
+    live.thread.join(timeout=30)
+
+
+@pytest.fixture
+def tiny_settings() -> Settings:
+    return Settings(model=TINY, seed=0, lr=1e-3)
+
+
+@pytest.fixture
+def live_server(tiny_settings: Settings) -> Iterator[LiveServer]:
+    live = start_server(tiny_settings)
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+@pytest.fixture
+def http(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with live_server.http() as client:
+        yield client

@@ -1,0 +1,54 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from corteza.server.state import ServerState
+
+
+def samples(n: int, dim: int, *, seed: int = 0, label: int | None = None) -> list[dict[str, Any]]:
+    """``n`` samples in the seed's JSON format."""
+    rng = random.Random(seed)
+    return [
+        {
+            "input_data": [rng.uniform(-1, 1) for _ in range(dim)],
+            "anomaly_label": label if label is not None else i % 2,
+        }
+        for i in range(n)
+    ]
+
+
+def snapshot_model(state: ServerState) -> dict[str, Any]:
+    """A deep copy of weights, optimizer state and counters, for bitwise comparison."""
+    trainer = state.trainer
+    optimizer_state = {
+        key: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+        for key, value in trainer.optimizer.state_dict()["state"].items()
+    }
+    return {
+        "weights": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+        "optimizer": optimizer_state,
+        "step": trainer.step,
+        "stats": (state.stats.total_samples, state.stats.total_batches, state.stats.step),
+    }
+
+
+def assert_same_model(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Bitwise equality of everything :func:`snapshot_model` captured."""
+    assert before["step"] == after["step"]
+    assert before["stats"] == after["stats"]
+    assert before["weights"].keys() == after["weights"].keys()
+    for name, tensor in before["weights"].items():
+        assert torch.equal(tensor, after["weights"][name]), f"weight {name} changed"
+    assert before["optimizer"].keys() == after["optimizer"].keys()
+    for key, value in before["optimizer"].items():
+        for k, v in value.items():
+            other = after["optimizer"][key][k]
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, other), f"optimizer state {key}.{k} changed"
+            else:
+                assert v == other
