@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corteza._version import __version__
-from corteza.cli import demo, serve
+from corteza.cli import inspect, make_data, serve, train
 
 app = typer.Typer(
     name="corteza",
@@ -15,7 +15,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
-app.command("demo")(demo.demo)
+app.command("demo")(train.demo)
+app.command("train")(train.train)
+app.command("make-data")(make_data.make_data)
+for _command in (inspect.status, inspect.info, inspect.metrics, inspect.diagnose, inspect.feedback):
+    app.command()(_command)
 
 
 def _version(value: bool) -> None:

@@ -1,6 +1,14 @@
 """The local side: a torch-free client, the embedded local server, synthetic data."""
 
-from corteza.client.client import Client, encode_json_batch
+from corteza.client.client import AsyncClient, Client, Predictions, encode_json_batch
+from corteza.client.datasets import (
+    Dataset,
+    batch_order,
+    iter_batches,
+    open_dataset,
+    save_dataset,
+    split,
+)
 from corteza.client.errors import (
     ConnectError,
     CortezaError,
@@ -18,10 +26,12 @@ from corteza.client.errors import (
     parse_error,
 )
 from corteza.client.local import LocalServer, free_port
-from corteza.client.synthetic import RECIPES, Dataset, make_dataset
+from corteza.client.metrics import roc_auc
+from corteza.client.synthetic import RECIPES, make_dataset
 
 __all__ = [
     "RECIPES",
+    "AsyncClient",
     "Client",
     "ConnectError",
     "CortezaError",
@@ -33,13 +43,20 @@ __all__ = [
     "InvalidRequestError",
     "LocalServer",
     "NotFoundError",
+    "Predictions",
     "ProtocolError",
     "ServerError",
     "TimeoutError",
     "TrainingDivergedError",
     "TransportError",
+    "batch_order",
     "encode_json_batch",
     "free_port",
+    "iter_batches",
     "make_dataset",
+    "open_dataset",
     "parse_error",
+    "roc_auc",
+    "save_dataset",
+    "split",
 ]

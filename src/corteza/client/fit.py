@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from corteza.client.client import Client
+from corteza.client.datasets import iter_batches
 from corteza.wire import TrainResponse
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_FEEDBACK_EVERY = 5
+UNTIL_WINDOW = 5  # batches averaged for the until_loss test
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class FitSummary:
     seconds: float = 0.0
     feedback_sent: int = 0
     feedback_validated: int = 0
+    reached_target: bool = False  # the until_loss target was met (training stopped there)
 
     @property
     def final_loss(self) -> float | None:
@@ -60,20 +63,6 @@ class FitSummary:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
-def batch_order(n: int, *, seed: int, epoch: int) -> NDArray[np.int64]:
-    """The sample order of one epoch: a pure function of (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def iter_batches(
-    X: NDArray[np.float32], y: NDArray[np.float32], *, batch_size: int, seed: int, epoch: int
-) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
-    order = batch_order(len(X), seed=seed, epoch=epoch)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        yield X[idx], y[idx]
-
-
 def fit(
     client: Client,
     X: NDArray[np.float32],
@@ -83,13 +72,16 @@ def fit(
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
     feedback_every: int = DEFAULT_FEEDBACK_EVERY,
+    until_loss: float | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
 ) -> FitSummary:
     """Train ``epochs`` passes over (X, y), shuffled by ``seed``.
 
     Every ``feedback_every`` batches (0 turns it off) the server's proposed
     dendrite adjustments are sent back, validated when the batch loss
-    improved on the previous feedback point.
+    improved on the previous feedback point. With ``until_loss``, training
+    stops once the mean loss of the last :data:`UNTIL_WINDOW` batches is at or
+    below it.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -118,4 +110,14 @@ def fit(
                         summary.seconds,
                     )
                 )  # fmt: skip
+            if until_loss is not None and _window_mean(summary.losses) <= until_loss:
+                summary.reached_target = True
+                return summary
     return summary
+
+
+def _window_mean(losses: list[float]) -> float:
+    """Mean of the last UNTIL_WINDOW losses; inf until there are that many."""
+    if len(losses) < UNTIL_WINDOW:
+        return float("inf")
+    return sum(losses[-UNTIL_WINDOW:]) / UNTIL_WINDOW

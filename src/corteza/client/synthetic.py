@@ -10,29 +10,37 @@ perfect.
 signal; anomalies carry one of three recurring faults a user recognises:
 a level shift over a segment, a drift that ramps away, or a burst of
 high-frequency vibration.
+
+Measured with numpy on 1,000 samples of 1600 values, a stratified 80/20
+:func:`~corteza.client.datasets.split`, held-out ROC-AUC
+(:func:`~corteza.client.metrics.roc_auc`), over data seeds 0, 1, 2:
+
+=====================================  ===========  ===========
+baseline                               ``seed``     ``sensor``
+=====================================  ===========  ===========
+sum of squares (no training)           1.00         0.95-0.98
+logistic regression, raw inputs        0.37-0.48    0.51-0.55
+MLP 1600-64-1, raw inputs, 400 Adam    0.31-0.36    1.00
+logistic regression, 6 summary stats   1.00         1.00
+=====================================  ===========  ===========
+
+Both linear and MLP models fit the training set of ``seed`` perfectly and
+do not generalise (spike positions are new in every sample); on ``sensor``
+a small MLP on the raw window generalises fully, so training progress is
+visible.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import NDArray
+
+from corteza.client.datasets import Dataset
 
 RECIPES = ("sensor", "seed")
 DEFAULT_RECIPE = "sensor"
 DEFAULT_ANOMALY_RATE = 0.2
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Inputs ``X`` (N, D) float32 and labels ``y`` (N,) of 0/1."""
-
-    X: NDArray[np.float32]
-    y: NDArray[np.float32]
-
-    def __len__(self) -> int:
-        return int(self.X.shape[0])
+SENSOR_MIN_DIM = 10  # a fault spans D/5 to D/2 readings: at least 2
 
 
 def make_dataset(
@@ -48,6 +56,13 @@ def make_dataset(
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    min_dim = SENSOR_MIN_DIM if recipe == "sensor" else 1
+    if input_dim < min_dim:
+        raise ValueError(
+            f"the {recipe} recipe needs input_dim of at least {min_dim}, got {input_dim}"
+        )
+    if not 0.0 <= anomaly_rate <= 1.0:
+        raise ValueError(f"anomaly_rate must be between 0 and 1, got {anomaly_rate}")
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < anomaly_rate).astype(np.float32)
     build = _seed_recipe if recipe == "seed" else _sensor_recipe

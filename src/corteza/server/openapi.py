@@ -9,15 +9,30 @@ from pydantic import BaseModel
 from corteza.wire import ErrorBody
 
 
-def request_body(model: type[BaseModel], content_type: str = "application/json") -> dict[str, Any]:
-    """``openapi_extra`` documenting ``model`` as the request body, refs inlined."""
+def request_body(
+    model: type[BaseModel],
+    content_type: str = "application/json",
+    *,
+    also: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``openapi_extra`` documenting ``model`` as the request body, refs inlined.
+
+    ``also`` adds other accepted content types (media type objects by content type).
+    """
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
     return {
         "requestBody": {
             "required": True,
-            "content": {content_type: {"schema": _inline(schema, defs)}},
+            "content": {content_type: {"schema": _inline(schema, defs)}, **(also or {})},
         }
+    }
+
+
+def binary_body(content_type: str, description: str) -> dict[str, Any]:
+    """A raw binary body of ``content_type``, for :func:`request_body`'s ``also``."""
+    return {
+        content_type: {"schema": {"type": "string", "format": "binary"}, "description": description}
     }
 
 

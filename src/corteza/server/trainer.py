@@ -31,6 +31,8 @@ from corteza.wire import Batch
 
 logger = logging.getLogger(__name__)
 
+PREDICT_CHUNK = 256  # samples per forward pass when predicting
+
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or Inf; the step that produced it was not applied."""
@@ -53,6 +55,15 @@ class TrainResult:
     @property
     def loss(self) -> float:
         return self.losses[-1]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-sample outputs in eval mode."""
+
+    probabilities: NDArray[np.float32]  # (B,)
+    dendrites: NDArray[np.float32]  # (B, dendrite_dim)
+    coherence: NDArray[np.float32]  # (B, coherence_dim)
 
 
 @dataclass(frozen=True)
@@ -162,16 +173,35 @@ class Trainer:
             seconds=time.perf_counter() - started,
         )
 
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode and no gradients; training mode is restored afterwards."""
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                yield
+        finally:
+            self.model.train()
+
+    def predict(self, inputs: NDArray[np.float32], chunk: int = PREDICT_CHUNK) -> Predictions:
+        """Outputs for validated inputs; weights, optimizer and RNG are left alone."""
+        probs, dendrites, coherence = [], [], []
+        with self._evaluating():
+            for start in range(0, inputs.shape[0], chunk):
+                out = self.model(self._to_device(inputs[start : start + chunk]))
+                probs.append(anomaly_probability(out).float().cpu())
+                dendrites.append(out.dendrites.float().cpu())
+                coherence.append(out.coherence.float().cpu())
+        return Predictions(
+            torch.cat(probs).numpy(), torch.cat(dendrites).numpy(), torch.cat(coherence).numpy()
+        )
+
     def diagnose(self, batch_size: int = 2) -> Diagnosis:
         """One forward pass in eval mode on a random input; training is unaffected."""
         generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
         x = torch.randn(batch_size, 1, self.config.input_dim, generator=generator)
-        self.model.eval()
-        try:
-            with torch.no_grad(), self._autocast():
-                out = self.model(x.to(self.device))
-        finally:
-            self.model.train()
+        with self._evaluating():
+            out = self.model(x.to(self.device))
         return Diagnosis(
             input_shape=list(x.shape),
             anomaly_shape=list(out.anomaly_logits.shape),

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
+
 from corteza.server.stats import TrainingStats
-from corteza.server.trainer import Diagnosis, Trainer, TrainResult
+from corteza.server.trainer import Diagnosis, Predictions, Trainer, TrainResult
 from corteza.wire import Batch
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,9 @@ class TrainingWorker:
             return result
 
         return await self.run(job)
+
+    async def predict(self, inputs: NDArray[np.float32]) -> Predictions:
+        return await self.run(lambda: self.trainer.predict(inputs))
 
     async def diagnose(self) -> Diagnosis:
         return await self.run(self.trainer.diagnose)

@@ -3,6 +3,13 @@
 No torch, httpx or FastAPI here: both sides of the wire import this package.
 """
 
+from corteza.wire.binary import (
+    BATCH_CONTENT_TYPE,
+    DecodedBatch,
+    WireDtype,
+    decode_batch,
+    encode_batch,
+)
 from corteza.wire.errors import BatchError, ErrorBody, ErrorType, error_body
 from corteza.wire.schemas import (
     CapaInfo,
@@ -16,6 +23,8 @@ from corteza.wire.schemas import (
     MetricsResponse,
     Outputs,
     OutputShapes,
+    PredictRequest,
+    PredictResponse,
     Sample,
     Statistics,
     StatusResponse,
@@ -27,17 +36,21 @@ from corteza.wire.validation import (
     Batch,
     batch_from_rows,
     dimension_mismatch,
+    inputs_from_rows,
     validate_batch,
+    validate_inputs,
 )
 from corteza.wire.version import PROTOCOL_HEADER, PROTOCOL_VERSION
 
 __all__ = [
+    "BATCH_CONTENT_TYPE",
     "MAX_EPOCHS_PER_BATCH",
     "PROTOCOL_HEADER",
     "PROTOCOL_VERSION",
     "Batch",
     "BatchError",
     "CapaInfo",
+    "DecodedBatch",
     "DiagnosticResponse",
     "ErrorBody",
     "ErrorType",
@@ -50,13 +63,20 @@ __all__ = [
     "MetricsResponse",
     "OutputShapes",
     "Outputs",
+    "PredictRequest",
+    "PredictResponse",
     "Sample",
     "Statistics",
     "StatusResponse",
     "TrainRequest",
     "TrainResponse",
+    "WireDtype",
     "batch_from_rows",
+    "decode_batch",
     "dimension_mismatch",
+    "encode_batch",
     "error_body",
+    "inputs_from_rows",
     "validate_batch",
+    "validate_inputs",
 ]

@@ -24,6 +24,8 @@ class ErrorType(str, Enum):
     RAGGED_BATCH = "ragged_batch"
     INVALID_REQUEST = "invalid_request"
     MALFORMED_BODY = "malformed_body"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TRAINING_DIVERGED = "training_diverged"

@@ -50,6 +50,14 @@ class FeedbackRequest(BaseModel):
     timestamp: str | None = None
 
 
+class PredictRequest(BaseModel):
+    """Body of ``POST /v1/predict``."""
+
+    inputs: list[list[float]] | list[list[list[float]]] = Field(
+        description="B rows of D floats, or B sequences of T rows of D floats"
+    )
+
+
 # ---------------------------------------------------------------- responses
 
 
@@ -173,3 +181,12 @@ class MetricsResponse(_Payload):
     # additions
     slope: float | None = Field(description="least-squares slope of loss per batch")
     window: int
+
+
+class PredictResponse(_Payload):
+    """Per-sample outputs of the model in eval mode."""
+
+    anomaly_prob: list[float]
+    dendrites: list[list[float]]
+    coherence: list[list[float]]
+    count: int

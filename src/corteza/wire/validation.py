@@ -39,14 +39,10 @@ def dimension_mismatch(expected: int, got: int, sample: int | None = None) -> Ba
     )
 
 
-def batch_from_rows(
-    rows: Sequence[Sequence[float] | Sequence[Sequence[float]]],
-    labels: Sequence[float],
-    *,
-    input_dim: int,
-    epochs: int = 1,
-) -> Batch:
-    """Build a :class:`Batch` from JSON-like rows, checking every sample.
+def inputs_from_rows(
+    rows: Sequence[Sequence[float] | Sequence[Sequence[float]]], *, input_dim: int
+) -> NDArray[np.float32]:
+    """Stack JSON-like rows into ``(B, D)`` or ``(B, T, D)``, checking every sample.
 
     A row is ``D`` floats, or ``T`` lists of ``D`` floats (a sequence).
     """
@@ -70,13 +66,53 @@ def batch_from_rows(
             if width != input_dim:
                 raise dimension_mismatch(input_dim, width, i)
     try:
-        with np.errstate(over="ignore"):  # values beyond float32 become inf, caught below
-            inputs = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, caught later
+            return np.asarray(rows, dtype=np.float32)
     except (TypeError, ValueError) as exc:  # a step of the wrong type slipped through
         raise BatchError(f"Malformed input_data: {exc}", ErrorType.INVALID_REQUEST) from exc
+
+
+def batch_from_rows(
+    rows: Sequence[Sequence[float] | Sequence[Sequence[float]]],
+    labels: Sequence[float],
+    *,
+    input_dim: int,
+    epochs: int = 1,
+) -> Batch:
+    """Build a :class:`Batch` from JSON-like rows, checking every sample."""
+    inputs = inputs_from_rows(rows, input_dim=input_dim)
     return validate_batch(
         inputs, np.asarray(labels, dtype=np.float64), input_dim=input_dim, epochs=epochs
     )
+
+
+def validate_inputs(inputs: NDArray[np.floating], *, input_dim: int) -> NDArray[np.float32]:
+    """Check an input array (shape, width, finiteness) and return it as float32."""
+    if inputs.size == 0 and inputs.shape[:1] in ((0,), ()):
+        raise BatchError("Empty batch: send at least one sample", ErrorType.EMPTY_BATCH)
+    if inputs.ndim not in (2, 3):
+        raise BatchError(
+            f"inputs must be (B, {input_dim}) or (B, T, {input_dim}), got shape "
+            f"{list(inputs.shape)}",
+            ErrorType.DIMENSION_MISMATCH,
+        )
+    if inputs.shape[0] == 0:
+        raise BatchError("Empty batch: send at least one sample", ErrorType.EMPTY_BATCH)
+    if inputs.shape[-1] != input_dim:
+        raise dimension_mismatch(input_dim, int(inputs.shape[-1]), 0)
+    if inputs.ndim == 3 and inputs.shape[1] == 0:
+        raise BatchError(
+            "Empty sequence: samples must have at least one time step", ErrorType.EMPTY_BATCH, 0
+        )
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, caught below
+        as_f32 = np.ascontiguousarray(inputs, dtype=np.float32)
+    finite = np.isfinite(as_f32.reshape(as_f32.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise BatchError(
+            f"Non-finite input: sample {i} contains NaN or Inf", ErrorType.NON_FINITE_INPUT, i
+        )
+    return as_f32
 
 
 def validate_batch(
@@ -90,33 +126,12 @@ def validate_batch(
 
     Raises :class:`BatchError` naming the first offending sample.
     """
-    if inputs.size == 0 and inputs.shape[:1] in ((0,), ()):
-        raise BatchError("Empty batch: send at least one sample", ErrorType.EMPTY_BATCH)
-    if inputs.ndim not in (2, 3):
-        raise BatchError(
-            f"inputs must be (B, {input_dim}) or (B, T, {input_dim}), got shape "
-            f"{list(inputs.shape)}",
-            ErrorType.DIMENSION_MISMATCH,
-        )
-    if inputs.shape[-1] != input_dim:
-        raise dimension_mismatch(input_dim, int(inputs.shape[-1]), 0)
-    if inputs.ndim == 3 and inputs.shape[1] == 0:
-        raise BatchError(
-            "Empty sequence: samples must have at least one time step", ErrorType.EMPTY_BATCH, 0
-        )
-    batch_size = inputs.shape[0]
+    as_f32 = validate_inputs(inputs, input_dim=input_dim)
+    batch_size = as_f32.shape[0]
     if labels.shape != (batch_size,):
         raise BatchError(
             f"Expected {batch_size} anomaly labels, got {labels.size}",
             ErrorType.INVALID_LABEL,
-        )
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, caught below
-        as_f32 = np.ascontiguousarray(inputs, dtype=np.float32)
-    finite = np.isfinite(as_f32.reshape(batch_size, -1)).all(axis=1)
-    if not finite.all():
-        i = int(np.argmin(finite))
-        raise BatchError(
-            f"Non-finite input: sample {i} contains NaN or Inf", ErrorType.NON_FINITE_INPUT, i
         )
     valid = (labels == 0) | (labels == 1)
     if not valid.all():

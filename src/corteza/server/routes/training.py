@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from corteza.model import ModelConfig
 from corteza.server.deps import StateDep
 from corteza.server.errors import ApiError
-from corteza.server.openapi import error_responses, request_body
+from corteza.server.openapi import binary_body, error_responses, request_body
 from corteza.server.trainer import TrainingDivergedError, TrainResult
 from corteza.wire import (
     Batch,
@@ -23,12 +24,32 @@ from corteza.wire import (
     TrainResponse,
     batch_from_rows,
 )
+from corteza.wire.binary import BATCH_CONTENT_TYPE, decode_batch
 
 router = APIRouter(tags=["training"])
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+JSON_CONTENT_TYPE = "application/json"
+# A body that cannot be read at all is a 400, like invalid JSON; bad content is a 422.
+_UNREADABLE = frozenset({ErrorType.MALFORMED_BODY, ErrorType.UNSUPPORTED_PROTOCOL})
+
+BINARY_BATCH_DESCRIPTION = (
+    f"A safetensors file ({BATCH_CONTENT_TYPE}): tensors `inputs` F32, F16 or BF16 "
+    "`[B, D]` or `[B, T, D]`, `anomaly_label` F32 or U8 `[B]`, optional `dendrite_target` "
+    'F32 `[B, 16]` and `coherence_target` F32 `[B, 64]`; metadata `protocol` ("1.0"), '
+    "`epochs`, optional `batch_id`, `run_id`, `seq`. See `corteza.wire.binary.encode_batch`."
+)
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``; missing -> JSON."""
+    if not content_type:
+        return JSON_CONTENT_TYPE
+    return content_type.split(";", 1)[0].strip().lower() or JSON_CONTENT_TYPE
 
 
 def parse_train_request(body: bytes, input_dim: int) -> Batch:
@@ -46,6 +67,29 @@ def parse_train_request(body: bytes, input_dim: int) -> Batch:
         )
     except BatchError as exc:
         raise ApiError.from_batch_error(exc) from exc
+
+
+def parse_binary_request(body: bytes, config: ModelConfig) -> Batch:
+    """``application/x-corteza-batch`` bytes -> validated batch. Runs in the threadpool."""
+    try:
+        decoded = decode_batch(
+            body,
+            input_dim=config.input_dim,
+            dendrite_dim=config.dendrite_dim,
+            coherence_dim=config.coherence_dim,
+        )
+    except BatchError as exc:
+        if exc.error_type in _UNREADABLE:
+            raise ApiError(400, exc.message, exc.error_type) from exc
+        raise ApiError.from_batch_error(exc) from exc
+    # The trainer does not use dendrite/coherence targets yet; they are validated and dropped.
+    return decoded.batch
+
+
+def parse_train_body(body: bytes, content_type: str, config: ModelConfig) -> Batch:
+    if content_type == BATCH_CONTENT_TYPE:
+        return parse_binary_request(body, config)
+    return parse_train_request(body, config.input_dim)
 
 
 def train_response(result: TrainResult) -> TrainResponse:
@@ -77,13 +121,26 @@ def train_response(result: TrainResult) -> TrainResponse:
     "/train_layer2",
     response_model=TrainResponse,
     summary="Train on one batch",
-    openapi_extra=request_body(TrainRequest),
-    responses=error_responses(400, 422, 500),
+    openapi_extra=request_body(
+        TrainRequest, also=binary_body(BATCH_CONTENT_TYPE, BINARY_BATCH_DESCRIPTION)
+    ),
+    responses=error_responses(400, 415, 422, 500),
 )
 async def train_layer2(request: Request, state: StateDep) -> TrainResponse:
-    """Take ``epochs`` optimizer steps on the batch; every sample is checked first."""
+    """Take ``epochs`` optimizer steps on the batch; every sample is checked first.
+
+    The body is the seed's JSON, or a binary batch (``application/x-corteza-batch``).
+    """
+    content_type = media_type(request.headers.get("content-type"))
+    if content_type not in (JSON_CONTENT_TYPE, BATCH_CONTENT_TYPE):
+        raise ApiError(
+            415,
+            f"Unsupported Content-Type {content_type[:60]}; "
+            f"send {JSON_CONTENT_TYPE} or {BATCH_CONTENT_TYPE}",
+            ErrorType.UNSUPPORTED_MEDIA_TYPE,
+        )
     body = await request.body()
-    batch = await run_in_threadpool(parse_train_request, body, state.trainer.config.input_dim)
+    batch = await run_in_threadpool(parse_train_body, body, content_type, state.trainer.config)
     try:
         result = await state.worker.train(batch)
     except TrainingDivergedError as exc:

@@ -1,0 +1,41 @@
+"""``corteza make-data``: write a synthetic dataset to a file, to train on or to look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from corteza.client.datasets import save_dataset
+from corteza.client.errors import CortezaError
+from corteza.client.synthetic import DEFAULT_ANOMALY_RATE, DEFAULT_RECIPE, make_dataset
+
+console = Console(stderr=True)
+
+
+def make_data(
+    path: Annotated[Path, typer.Argument(help="File to write: .npz, .npy, .csv or .json.")],
+    samples: Annotated[int, typer.Option(help="Number of samples.")] = 2000,
+    recipe: Annotated[str, typer.Option(help="Synthetic recipe: sensor or seed.")] = DEFAULT_RECIPE,
+    input_dim: Annotated[int, typer.Option(help="Values per sample.")] = 1600,
+    anomaly_rate: Annotated[
+        float, typer.Option(help="Expected share of anomalies.")
+    ] = DEFAULT_ANOMALY_RATE,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same data.")] = 0,
+) -> None:
+    """Write a synthetic dataset (samples and 0/1 anomaly labels) to PATH."""
+    try:
+        data = make_dataset(
+            samples, input_dim=input_dim, recipe=recipe, anomaly_rate=anomaly_rate, seed=seed
+        )
+        save_dataset(data, path)
+    except (CortezaError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    anomalies = int(data.y.sum())
+    typer.echo(
+        f"Wrote {len(data)} samples of {input_dim} values ({recipe} recipe, "
+        f"{anomalies} anomalies, seed {seed}) to {path}"
+    )
