@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,13 +129,16 @@ def test_url_comes_from_the_seeds_environment_variable(monkeypatch: pytest.Monke
     assert Client("http://explicit:1").url == "http://explicit:1"
 
 
-@pytest.mark.parametrize(("wire_format", "wire_dtype"), [("binary", "f32"), ("binary", "f16"),
-                                                         ("binary", "bf16"), ("json", "f32")])  # fmt: skip
+WIRE_FORMATS = [("binary", "f32"), ("binary", "f16"), ("binary", "bf16"), ("json", "f32")]
+
+
+@pytest.mark.parametrize(("wire_format", "wire_dtype"), WIRE_FORMATS)
 def test_every_wire_format_trains_the_same_batch(
     live_server: LiveServer, wire_format: str, wire_dtype: str
 ) -> None:
     X = np.linspace(-1, 1, 4 * 32).reshape(4, 32)
-    with Client(live_server.url, wire_format=wire_format, wire_dtype=wire_dtype) as client:  # type: ignore[arg-type]
+    options: dict[str, Any] = {"wire_format": wire_format, "wire_dtype": wire_dtype}
+    with Client(live_server.url, **options) as client:
         result = client.train_batch(X, [0, 1, 0, 1])
     assert result.batch_size == 4
     assert live_server.state.stats.total_samples == 4
