@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test check-light bench clean
 
 install: $(VENV)/.installed
 
@@ -24,10 +24,15 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	./.ci/check-light
+
+# The light install (no torch) trains against a real server.
+check-light: install
+	./.ci/check-light
 
 bench: install
 	$(BIN)/python benchmarks/bench_responsiveness.py
 	$(BIN)/python benchmarks/bench_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .venv-light .pytest_cache .mypy_cache .ruff_cache test-artifacts

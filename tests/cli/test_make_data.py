@@ -50,13 +50,13 @@ def test_defaults_write_2000_sensor_samples_of_1600_values(
         ("data.npz", {"samples": 0}, "error: n must be at least 1, got 0"),
     ],
 )
-def test_mistakes_exit_1_with_one_line(
+def test_mistakes_exit_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, options: dict[str, object],
     message: str,
 ) -> None:  # fmt: skip
     with pytest.raises(typer.Exit) as info:
         make_data(tmp_path / name, input_dim=16, **options)  # type: ignore[arg-type]
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == message
     assert captured.out == ""

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from corteza.client import CortezaError, InvalidDataError, InvalidRequestError
 from corteza.client.config import configured_url
@@ -38,7 +39,7 @@ def server_url(explicit: str | None) -> str | None:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

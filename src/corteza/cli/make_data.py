@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from corteza.cli.common import clear_errors
 from corteza.client.datasets import save_dataset
-from corteza.client.errors import CortezaError
 from corteza.client.synthetic import DEFAULT_ANOMALY_RATE, DEFAULT_RECIPE, make_dataset
-
-console = Console(stderr=True)
 
 
 def make_data(
@@ -26,14 +23,11 @@ def make_data(
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same data.")] = 0,
 ) -> None:
     """Write a synthetic dataset (samples and 0/1 anomaly labels) to PATH."""
-    try:
+    with clear_errors(debug=False):
         data = make_dataset(
             samples, input_dim=input_dim, recipe=recipe, anomaly_rate=anomaly_rate, seed=seed
         )
         save_dataset(data, path)
-    except (CortezaError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
     anomalies = int(data.y.sum())
     typer.echo(
         f"Wrote {len(data)} samples of {input_dim} values ({recipe} recipe, "

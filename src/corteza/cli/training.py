@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Any
 
 from rich.console import Console
@@ -23,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from corteza.cli.common import console
-from corteza.client import Client, LocalServer
+from corteza.client import Client, InvalidDataError, LocalServer
 from corteza.client.datasets import Dataset
 from corteza.client.fit import BatchReport, FitSummary, fit
 from corteza.client.metrics import roc_auc
@@ -44,10 +45,25 @@ def server_for(url: str | None, local_args: list[str], *, quiet: bool) -> Iterat
     if url is not None:
         yield url
         return
+    missing = [name for name in ("torch", "fastapi", "uvicorn") if not _importable(name)]
+    if missing:
+        raise InvalidDataError(
+            "No server configured, and this install cannot start a local one (missing "
+            f"{', '.join(missing)}): pass --server URL, set CORTEZA_URL, or "
+            "pip install 'corteza[server]'",
+            error_type="no_server",
+        )
     if not quiet:
         console.print("No server configured: starting a local one on 127.0.0.1...")
     with LocalServer(local_args) as local:
         yield local.url
+
+
+def _importable(name: str) -> bool:
+    try:
+        return find_spec(name) is not None
+    except ImportError:
+        return False
 
 
 def run(
