@@ -54,14 +54,14 @@ from corteza.client import encode_json_batch, free_port, make_dataset
 from corteza.model import ModelConfig
 from corteza.server import Settings, create_app
 from corteza.server.trainer import Trainer
-from corteza.wire import TrainRequest, batch_from_rows
+from corteza.wire import BATCH_CONTENT_TYPE, TrainRequest, batch_from_rows, encode_batch
 
 HOST = "127.0.0.1"
 SERVERS = ("corteza", "baseline")
 GOAL_P99_MS = 20.0
 SEED_P99_MS = 560.0  # the seed at batch 256 on a 2-core CPU, from the issue
 START_TIMEOUT = 300.0  # seconds; importing torch and building 73.8M parameters
-JSON_HEADERS = {"Content-Type": "application/json"}
+Body = tuple[bytes, str]  # content and its Content-Type
 
 
 def baseline_app(settings: Settings) -> FastAPI:
@@ -145,11 +145,13 @@ class Result:
         return float(np.percentile(self.latencies_ms, q))
 
 
-def post_batches(url: str, body: bytes, stop: threading.Event, finished: list[float]) -> None:
+def post_batches(url: str, body: Body, stop: threading.Event, finished: list[float]) -> None:
     """Train back to back until ``stop``; append each response's arrival time."""
+    content, content_type = body
+    headers = {"Content-Type": content_type}
     with httpx.Client(base_url=url, timeout=600.0) as http:
         while not stop.is_set():
-            http.post("/train_layer2", content=body, headers=JSON_HEADERS).raise_for_status()
+            http.post("/train_layer2", content=content, headers=headers).raise_for_status()
             finished.append(time.perf_counter())
 
 
@@ -171,7 +173,7 @@ def poll_health(url: str, duration: float, interval: float) -> tuple[list[float]
     return latencies, start, end
 
 
-def measure(kind: str, body: bytes, duration: float, interval: float) -> Result:
+def measure(kind: str, body: Body, duration: float, interval: float) -> Result:
     """Start ``kind``, keep it training, and poll ``/health`` during one window."""
     with ServerProcess(kind) as url, ThreadPoolExecutor(1) as pool:
         stop = threading.Event()
@@ -230,18 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between polls (0.02)")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument(
+        "--wire-format", choices=("json", "binary"), default="json",
+        help="corteza's request body (the baseline always gets the seed's JSON)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     batch_size = args.batch_size or (32 if args.quick else 256)
     duration = args.duration or (5.0 if args.quick else 30.0)
 
     print(describe_machine())
     data = make_dataset(batch_size, input_dim=ModelConfig().input_dim, seed=0)
-    body = encode_json_batch(data.X, data.y)
-    print(f"body: {batch_size} samples, {len(body) / 1e6:.1f} MB of JSON, encoded once")
+    json_body = (encode_json_batch(data.X, data.y), "application/json")
+    bodies = {"baseline": json_body, "corteza": json_body}
+    if args.wire_format == "binary":
+        bodies["corteza"] = (encode_batch(data.X, data.y), BATCH_CONTENT_TYPE)
+    for kind, (content, content_type) in bodies.items():
+        print(f"{kind} body: {batch_size} samples, {len(content) / 1e6:.1f} MB of {content_type}")
     results = []
     for kind in SERVERS:
         print(f"{kind}: starting, then polling /health for {duration:.0f} s ...", flush=True)
-        results.append(measure(kind, body, duration, args.interval))
+        results.append(measure(kind, bodies[kind], duration, args.interval))
     report(results, batch_size)
     return 0
 

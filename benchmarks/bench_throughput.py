@@ -4,13 +4,19 @@ What is measured: training samples per second of the default model
 (73.8M parameters) at several batch sizes, two ways, in the same run:
 
 * in-process: ``Trainer.train_batch`` on an already validated ``Batch``, in
-  a loop: the model's own speed, the ceiling.
+  a loop: the model's own speed, the ceiling. As in the server, the
+  ``Trainer`` is built on the main thread and trained on one dedicated
+  thread (the server's ``TrainingWorker`` does the same), so both paths get
+  the same OpenMP threading. Training on the main thread instead left
+  libgomp spin-waiting and made batch-32 steps 2-5x slower on the 2-core VM
+  these numbers come from, which made HTTP look faster than in-process.
 * HTTP: a real ``corteza serve`` (uvicorn running ``create_app``, started by
   ``corteza.client.LocalServer`` on a free loopback port) and
-  ``corteza.client.Client.train_batch``, sequentially: the time of each
-  call includes the client encoding the seed's JSON body, the transfer, the
-  server's parse and validation, the step and the reply, as a real client
-  pays them.
+  ``corteza.client.Client(wire_format="json").train_batch``, sequentially:
+  the time of each call includes the client's pre-flight check, encoding
+  the seed's JSON body, the transfer, the server's parse and validation, the
+  step and the reply, as a real client pays them. ``--wire-format binary``
+  measures the client's default safetensors body instead.
 
 Why: the seed's HTTP path reached 0.90 / 0.84 / 0.68 of the in-process
 speed at batch 32 / 64 / 256; the ratio HTTP / in-process shows what the
@@ -33,6 +39,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,15 +86,21 @@ def timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def measure(trainer: Trainer, client: Client, batch_size: int, steps: int) -> Row:
+def measure(
+    trainer: Trainer, worker: ThreadPoolExecutor, client: Client, batch_size: int, steps: int
+) -> Row:
     """One warm-up step per path, then ``steps`` timed steps, alternating the paths."""
     data = make_dataset(batch_size, input_dim=trainer.config.input_dim, seed=batch_size)
     batch = validate_batch(data.X, data.y, input_dim=trainer.config.input_dim)
-    trainer.train_batch(batch)
+
+    def train_in_process() -> None:
+        worker.submit(trainer.train_batch, batch).result()
+
+    train_in_process()
     client.train_batch(data.X, data.y)
     local, remote, server = [], [], []
     for _ in range(steps):
-        local.append(timed(lambda: trainer.train_batch(batch)))
+        local.append(timed(train_in_process))
         started = time.perf_counter()
         response = client.train_batch(data.X, data.y)
         remote.append(time.perf_counter() - started)
@@ -102,9 +115,9 @@ def describe_machine() -> str:
     )
 
 
-def report(rows: list[Row]) -> None:
+def report(rows: list[Row], wire_format: str) -> None:
     print()
-    print("training throughput, default model (samples/s; ms are means per step)")
+    print(f"training throughput, default model, {wire_format} bodies (ms: mean per step)")
     header = (
         f"{'batch':>5} {'steps':>5} {'in-proc/s':>10} {'HTTP/s':>8} {'HTTP/in-proc':>12} "
         f"{'paired med':>10} {'seed':>5} {'in-proc ms':>10} {'HTTP ms':>8} {'server ms':>9}"
@@ -123,6 +136,7 @@ def report(rows: list[Row]) -> None:
     print()
     print("HTTP/in-proc: ratio of samples/s over all timed steps (1.00 = the wire is free)")
     print("paired med: median over steps of in-process time / HTTP time of the same step pair")
+    print("seed: the seed's HTTP JSON path / in-process, from the issue")
     print("server ms: the training work inside each HTTP call, timed by the server")
 
 
@@ -139,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="timed steps per path and batch size (10 below batch 256, else 5; 2 with --quick)",
     )
+    parser.add_argument(
+        "--wire-format",
+        choices=("json", "binary"),
+        default="json",
+        help="body of /train_layer2: the seed's JSON (default) or safetensors",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     args = parser.parse_args(argv)
     batch_sizes = args.batch_sizes or ([32, 64] if args.quick else list(BATCH_SIZES))
@@ -146,14 +166,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(describe_machine())
     print("starting corteza serve and building the in-process model ...", flush=True)
-    with LocalServer(SERVE_ARGS) as server, Client(server.url, timeout=600.0) as client:
+    with (
+        LocalServer(SERVE_ARGS) as server,
+        Client(server.url, timeout=600.0, wire_format=args.wire_format) as client,
+        ThreadPoolExecutor(1, thread_name_prefix="in-process-trainer") as worker,
+    ):
         trainer = Trainer(Settings(model=ModelConfig(), seed=0, device="cpu"))
         rows = []
         for batch_size in batch_sizes:
             n = steps or default_steps(batch_size)
             print(f"batch {batch_size}: warm-up, then {n} steps per path ...", flush=True)
-            rows.append(measure(trainer, client, batch_size, n))
-    report(rows)
+            rows.append(measure(trainer, worker, client, batch_size, n))
+    report(rows, args.wire_format)
     return 0
 
 

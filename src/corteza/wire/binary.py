@@ -17,19 +17,14 @@ compact choice of other writers, are read too.
 
 Encoding uses ``safetensors.numpy.save`` for F32 and F16. numpy has no
 bfloat16, so BF16 rounds float32 to its upper 16 bits (round to nearest,
-ties to even) and this module writes the file itself, ordered and padded
-the way the library does it.
+ties to even) and the file is written by
+:func:`corteza.wire.safetensors_format.save`.
 
-Decoding does not use the library: the header is parsed here with strict
-checks so that every malformed body, however it is broken, becomes a
+Decoding does not use the library: :mod:`corteza.wire.safetensors_format`
+parses the container strictly, so that every malformed body becomes a
 :class:`~corteza.wire.BatchError` with a clear message, never another
-exception. Nothing is trusted: the header length is bounded (1 MiB) and
-must fit in the body, keys must be unique, dtypes known, shapes sane, and
-the tensors must tile the byte buffer exactly (no overlaps, gaps or
-trailing bytes), as the reference implementation requires. Arrays are then
-read with ``numpy.frombuffer`` and copied to writable float32 (torch cannot
-wrap read-only memory), and the batch goes through
-:func:`~corteza.wire.validate_batch`, so both routes say the same words.
+exception. The batch then goes through :func:`~corteza.wire.validate_batch`,
+so both routes say the same words.
 
 Container faults are :attr:`ErrorType.MALFORMED_BODY` (the server answers
 400, like invalid JSON); a well-formed file whose content is wrong gets the
@@ -46,11 +41,7 @@ otherwise be dropped silently.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import re
-import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,11 +50,21 @@ import safetensors.numpy
 from numpy.typing import ArrayLike, NDArray
 
 from corteza.wire.errors import BatchError, ErrorType
+from corteza.wire.safetensors_format import (
+    Entry,
+    malformed,
+    read_array,
+    read_entries,
+    read_header,
+    read_metadata,
+    save,
+    shorten,
+    show,
+)
 from corteza.wire.validation import Batch, validate_batch
 from corteza.wire.version import PROTOCOL_VERSION
 
 BATCH_CONTENT_TYPE = "application/x-corteza-batch"
-MAX_HEADER_BYTES = 1 << 20  # a batch's header is a few hundred bytes
 
 WireDtype = Literal["f32", "f16", "bf16"]
 
@@ -73,17 +74,8 @@ DENDRITE_TARGET = "dendrite_target"
 COHERENCE_TARGET = "coherence_target"
 _TENSORS = (INPUTS, LABELS, DENDRITE_TARGET, COHERENCE_TARGET)
 
-# Every safetensors dtype, so that a known-but-refused one gets a precise message.
-_ITEMSIZE = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
-    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
-    "U32": 4, "I32": 4, "F32": 4,
-    "U64": 8, "I64": 8, "F64": 8,
-}  # fmt: skip
 _WIRE_DTYPES: dict[str, WireDtype] = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 _LABEL_DTYPES = ("F32", "U8")
-_MAX_NDIM = 8
-_MAX_ELEMENTS = 1 << 60  # numpy refuses shapes whose nominal size overflows intp
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})")
 _MAJOR = PROTOCOL_VERSION.split(".")[0]
@@ -161,7 +153,7 @@ def encode_batch(
         if value is not None:
             metadata[key] = str(value)
     if dtype == "bf16":
-        return _save(tensors, metadata)
+        return save(tensors, metadata)
     data: bytes = safetensors.numpy.save(tensors, metadata=metadata)
     return data
 
@@ -194,41 +186,7 @@ def _refuse_overflow(x: NDArray[np.float32], limit: float, what: str) -> None:
             )
 
 
-def _save(tensors: dict[str, NDArray[Any]], metadata: dict[str, str]) -> bytes:
-    """A safetensors file; ``tensors`` hold little-endian data, BF16 as ``<u2``."""
-    # Widest first, then by name, as the library orders them: every tensor stays aligned.
-    names = sorted(tensors, key=lambda n: (-tensors[n].dtype.itemsize, n))
-    header: dict[str, Any] = {"__metadata__": metadata}
-    offset = 0
-    for name in names:
-        array = tensors[name]
-        code = "BF16" if array.dtype == np.dtype("<u2") else _code(array.dtype)
-        header[name] = {
-            "dtype": code,
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + array.nbytes],
-        }
-        offset += array.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    parts = [struct.pack("<Q", len(text)), text]
-    parts += [np.ascontiguousarray(tensors[n]).tobytes() for n in names]
-    return b"".join(parts)
-
-
-def _code(dtype: np.dtype[Any]) -> str:
-    return {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"}[dtype]
-
-
 # ---------------------------------------------------------------- decode
-
-
-@dataclass(frozen=True)
-class _Entry:
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
 
 
 def decode_batch(
@@ -244,10 +202,12 @@ def decode_batch(
     Raises :class:`~corteza.wire.BatchError`, and nothing else, for any body
     that is not a valid batch for a model of width ``input_dim``.
     """
-    header, body_start = _read_header(data)
-    metadata = _metadata(header)
+    if len(data) == 0:
+        raise malformed(f"the body is empty; send a safetensors file ({BATCH_CONTENT_TYPE})")
+    header, body_start = read_header(data)
+    metadata = read_metadata(header)
     _check_protocol(metadata)
-    entries = _entries(header, len(data) - body_start)
+    entries = read_entries(header, len(data) - body_start)
     epochs = _integer(metadata, "epochs")
     seq = _integer(metadata, "seq")
     if seq is not None and seq < 0:
@@ -257,7 +217,7 @@ def decode_batch(
     for name in entries:
         if name not in _TENSORS:
             raise BatchError(
-                f'Unknown tensor "{_shorten(name)}" in batch; expected inputs, anomaly_label, '
+                f'Unknown tensor "{shorten(name)}" in batch; expected inputs, anomaly_label, '
                 "dendrite_target or coherence_target",
                 ErrorType.INVALID_REQUEST,
             )
@@ -282,7 +242,7 @@ def decode_batch(
         )
 
     def read(name: str) -> NDArray[Any]:
-        return _array(data, body_start, entries[name])
+        return read_array(data, body_start, entries[name])
 
     batch = validate_batch(
         read(INPUTS), read(LABELS), input_dim=input_dim, epochs=1 if epochs is None else epochs
@@ -302,68 +262,6 @@ def decode_batch(
     )
 
 
-def _malformed(message: str) -> BatchError:
-    return BatchError(f"Malformed batch: {message}", ErrorType.MALFORMED_BODY)
-
-
-def _read_header(data: bytes) -> tuple[dict[str, Any], int]:
-    if len(data) == 0:
-        raise _malformed(f"the body is empty; send a safetensors file ({BATCH_CONTENT_TYPE})")
-    if len(data) < 8:
-        raise _malformed(f"{len(data)} bytes is too short for a safetensors header")
-    (length,) = struct.unpack_from("<Q", data)
-    if length > MAX_HEADER_BYTES:
-        raise _malformed(f"header of {length} bytes exceeds the limit of {MAX_HEADER_BYTES}")
-    if length > len(data) - 8:
-        raise _malformed(f"header claims {length} bytes but only {len(data) - 8} follow")
-    try:
-        text = bytes(data[8 : 8 + length]).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _malformed(f"header is not UTF-8 (byte {exc.start})") from None
-    try:
-        header = json.loads(text, object_pairs_hook=_unique_keys)
-    except _DuplicateKeyError as exc:
-        raise _malformed(f'duplicate key "{_shorten(exc.key)}" in header') from None
-    except (ValueError, RecursionError) as exc:
-        raise _malformed(f"header is not valid JSON: {_shorten(str(exc), 100)}") from None
-    if not isinstance(header, dict):
-        raise _malformed("header must be a JSON object")
-    return header, 8 + length
-
-
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(key)
-        result[key] = value
-    return result
-
-
-def _metadata(header: dict[str, Any]) -> dict[str, str]:
-    metadata = header.get("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _malformed("__metadata__ must map strings to strings")
-    for key, value in metadata.items():
-        if not _is_utf8(key) or not _is_utf8(value):  # a lone surrogate, "\ud800"
-            raise _malformed(f"__metadata__ {_show(key)} is not valid Unicode")
-    return metadata
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_protocol(metadata: dict[str, str]) -> None:
     version = metadata.get("protocol")
     if version is None:
@@ -374,67 +272,12 @@ def _check_protocol(metadata: dict[str, str]) -> None:
     match = _VERSION.fullmatch(version)
     if match is None or str(int(match[1])) != _MAJOR:
         raise BatchError(
-            f"Unsupported protocol version {_shorten(version)}; this server speaks {_MAJOR}.x",
+            f"Unsupported protocol version {shorten(version)}; this server speaks {_MAJOR}.x",
             ErrorType.UNSUPPORTED_PROTOCOL,
         )
 
 
-def _entries(header: dict[str, Any], buffer_size: int) -> dict[str, _Entry]:
-    entries: dict[str, _Entry] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        shown = _shorten(name)
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise _malformed(f'tensor "{shown}" must have exactly dtype, shape and data_offsets')
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
-            raise _malformed(f'tensor "{shown}" has unknown dtype {_show(dtype)}')
-        if (
-            not isinstance(shape, list)
-            or len(shape) > _MAX_NDIM
-            or not all(_is_count(d) for d in shape)
-            or math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS
-        ):
-            raise _malformed(f'tensor "{shown}" has an invalid shape {_show(shape)}')
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(_is_count(o) for o in offsets)
-            and offsets[0] <= offsets[1]
-        ):
-            raise _malformed(f'tensor "{shown}" has invalid data_offsets {_show(offsets)}')
-        begin, end = offsets
-        if end > buffer_size:
-            raise _malformed(
-                f'tensor "{shown}" data_offsets [{begin}, {end}] run past the '
-                f"{buffer_size}-byte buffer (truncated body?)"
-            )
-        expected = math.prod(shape) * _ITEMSIZE[dtype]
-        if end - begin != expected:
-            raise _malformed(
-                f'tensor "{shown}" is {dtype} {shape} ({expected} bytes) but its '
-                f"data_offsets span {end - begin} bytes"
-            )
-        entries[name] = _Entry(dtype, tuple(shape), begin, end)
-    position = 0
-    for name, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
-        if entry.begin != position:
-            raise _malformed(
-                f'tensor "{_shorten(name)}" starts at byte {entry.begin}, expected {position}; '
-                "tensors must tile the buffer without gaps or overlaps"
-            )
-        position = entry.end
-    if position != buffer_size:
-        raise _malformed(f"{buffer_size - position} trailing bytes after the last tensor")
-    return entries
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_dtype(entries: dict[str, _Entry], name: str, allowed: tuple[str, ...]) -> None:
+def _check_dtype(entries: dict[str, Entry], name: str, allowed: tuple[str, ...]) -> None:
     if name in entries and entries[name].dtype not in allowed:
         words = allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
         raise BatchError(
@@ -448,28 +291,10 @@ def _integer(metadata: dict[str, str], key: str) -> int | None:
         return None
     if _INTEGER.fullmatch(text) is None:
         raise BatchError(
-            f"{key} must be an integer, got {_show(text)}",
+            f"{key} must be an integer, got {show(text)}",
             ErrorType.INVALID_REQUEST,
         )
     return int(text)
-
-
-def _array(data: bytes, body_start: int, entry: _Entry) -> NDArray[Any]:
-    """A fresh, writable, native-endian copy (torch cannot wrap the read-only body)."""
-    wire = {"F32": "<f4", "F16": "<u2", "BF16": "<u2", "U8": "u1"}[entry.dtype]
-    count = math.prod(entry.shape)
-    raw = np.frombuffer(data, dtype=wire, count=count, offset=body_start + entry.begin)
-    if entry.dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry.shape)
-    if entry.dtype == "F16":
-        return np.take(_f16_table(), raw).reshape(entry.shape)
-    return raw.astype(raw.dtype.newbyteorder("=")).reshape(entry.shape)
-
-
-@functools.cache
-def _f16_table() -> NDArray[np.float32]:
-    """The float32 of every f16 bit pattern: a lookup is twice as fast as numpy's cast."""
-    return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 def _target(values: NDArray[np.float32], name: str, shape: tuple[int, int]) -> NDArray[np.float32]:
@@ -485,17 +310,3 @@ def _target(values: NDArray[np.float32], name: str, shape: tuple[int, int]) -> N
             f"Non-finite {name}: sample {i} contains NaN or Inf", ErrorType.NON_FINITE_INPUT, i
         )
     return values
-
-
-def _show(value: object) -> str:
-    """A header value for a message, as JSON, cut short."""
-    try:
-        return _shorten(json.dumps(value))
-    except (ValueError, RecursionError):
-        return f"<{type(value).__name__}>"
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    """Cut short, and escape lone surrogates so that the message encodes as UTF-8."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else f"{text[:limit]}..."
