@@ -138,3 +138,24 @@ def test_bad_float_list_for_feedback() -> None:
     result = corteza("feedback", "a,b")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: adjustments must be comma-separated numbers, got 'a,b'"
+
+
+def test_a_url_that_is_not_corteza_is_one_line(tmp_path: Path, data_file: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    try:
+        result = corteza("train", str(data_file), "--server", url)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: {url}/info answered HTTP 404 without corteza's error body; "
+        "is this a corteza server?"
+    )

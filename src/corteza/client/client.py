@@ -89,6 +89,11 @@ def _parse(call: _Call[M], response: httpx.Response, url: str) -> M:
     except ValueError:
         body = None
     if response.is_error:
+        if not (isinstance(body, dict) and "error_type" in body) and response.status_code < 500:
+            raise ProtocolError(
+                f"{url}{call.path} answered HTTP {response.status_code} without corteza's "
+                "error body; is this a corteza server?"
+            )
         raise parse_error(response.status_code, body)
     if body is None:
         raise ProtocolError(
