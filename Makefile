@@ -33,6 +33,7 @@ check-light: install
 bench: install
 	$(BIN)/python benchmarks/bench_responsiveness.py
 	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_wire.py
 
 clean:
 	rm -rf $(VENV) .venv-light .pytest_cache .mypy_cache .ruff_cache test-artifacts
