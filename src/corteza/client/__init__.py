@@ -1,6 +1,6 @@
 """The local side: a torch-free client, the embedded local server, synthetic data."""
 
-from corteza.client.client import AsyncClient, Client, Predictions, encode_json_batch
+from corteza.client.client import AsyncClient, Client, Predictions
 from corteza.client.datasets import (
     Dataset,
     batch_order,
@@ -27,6 +27,7 @@ from corteza.client.errors import (
 )
 from corteza.client.local import LocalServer, free_port
 from corteza.client.metrics import roc_auc
+from corteza.client.payloads import encode_json_batch
 from corteza.client.synthetic import RECIPES, make_dataset
 
 __all__ = [

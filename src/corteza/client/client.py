@@ -28,12 +28,12 @@ from corteza.client.config import (
     resolve_token,
     resolve_url,
 )
-from corteza.client.errors import (
-    ConnectError,
-    InvalidDataError,
-    ProtocolError,
-    TimeoutError,
-    parse_error,
+from corteza.client.errors import ConnectError, ProtocolError, TimeoutError, parse_error
+from corteza.client.payloads import (
+    encode_json_batch,
+    invalid_data,
+    preflight_batch,
+    preflight_inputs,
 )
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
@@ -48,8 +48,6 @@ from corteza.wire import (
     TrainResponse,
     WireDtype,
     encode_batch,
-    validate_batch,
-    validate_inputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,33 +108,6 @@ def _backoff(attempt: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt))
 
 
-def _preflight_batch(
-    inputs: ArrayLike, labels: ArrayLike, input_dim: int, epochs: int
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """The server's own checks, run before anything is sent."""
-    try:
-        batch = validate_batch(
-            np.asarray(inputs, dtype=np.float64), np.asarray(labels, dtype=np.float64),
-            input_dim=input_dim, epochs=epochs,
-        )  # fmt: skip
-    except (BatchError, ValueError) as exc:
-        raise _invalid(exc) from exc
-    return batch.inputs, batch.labels
-
-
-def _preflight_inputs(inputs: ArrayLike, input_dim: int) -> NDArray[np.float32]:
-    try:
-        return validate_inputs(np.asarray(inputs, dtype=np.float64), input_dim=input_dim)
-    except (BatchError, ValueError) as exc:
-        raise _invalid(exc) from exc
-
-
-def _invalid(exc: Exception) -> InvalidDataError:
-    if isinstance(exc, BatchError):
-        return InvalidDataError(exc.message, error_type=exc.error_type.value, sample=exc.sample)
-    return InvalidDataError(f"Malformed input_data: {exc}", error_type="invalid_request")
-
-
 class _ClientBase:
     """What both clients share: where the server is, headers, and call descriptions."""
 
@@ -182,7 +153,7 @@ class _ClientBase:
             try:
                 body = encode_batch(inputs, labels, epochs=epochs, dtype=self.wire_dtype)
             except BatchError as exc:
-                raise _invalid(exc) from exc
+                raise invalid_data(exc) from exc
             content_type = BATCH_CONTENT_TYPE
         return _Call(
             TrainResponse, "POST", "/train_layer2", idempotent=False, content=body,
@@ -309,14 +280,14 @@ class Client(_ClientBase):
     ) -> TrainResponse:
         """Train on one batch: ``inputs`` (B, D) or (B, T, D), ``labels`` (B,) of 0/1."""
         if self.check:
-            x, y = _preflight_batch(inputs, labels, self.input_dim(), epochs)
+            x, y = preflight_batch(inputs, labels, self.input_dim(), epochs)
         else:
             x, y = np.asarray(inputs, np.float32), np.asarray(labels, np.float32)
         return self._run(self._train_call(x, y, epochs))
 
     def predict(self, inputs: ArrayLike) -> Predictions:
         """Outputs per sample, without training (``POST /v1/predict``)."""
-        x = _preflight_inputs(inputs, self.input_dim()) if self.check else np.asarray(inputs)
+        x = preflight_inputs(inputs, self.input_dim()) if self.check else np.asarray(inputs)
         return self._predictions(self._run(self._predict_call(x)))
 
     def send_feedback(self, adjustments: Sequence[float], validated: bool) -> FeedbackResponse:
@@ -404,31 +375,17 @@ class AsyncClient(_ClientBase):
         self, inputs: ArrayLike, labels: ArrayLike, *, epochs: int = 1
     ) -> TrainResponse:
         if self.check:
-            x, y = _preflight_batch(inputs, labels, await self.input_dim(), epochs)
+            x, y = preflight_batch(inputs, labels, await self.input_dim(), epochs)
         else:
             x, y = np.asarray(inputs, np.float32), np.asarray(labels, np.float32)
         return await self._run(self._train_call(x, y, epochs))
 
     async def predict(self, inputs: ArrayLike) -> Predictions:
         dim = await self.input_dim() if self.check else 0
-        x = _preflight_inputs(inputs, dim) if self.check else np.asarray(inputs)
+        x = preflight_inputs(inputs, dim) if self.check else np.asarray(inputs)
         return self._predictions(await self._run(self._predict_call(x)))
 
     async def send_feedback(
         self, adjustments: Sequence[float], validated: bool
     ) -> FeedbackResponse:
         return await self._run(self._feedback_call(adjustments, validated))
-
-
-def encode_json_batch(inputs: ArrayLike, labels: ArrayLike, *, epochs: int = 1) -> bytes:
-    """The seed's ``/train_layer2`` JSON body for a batch."""
-    rows = np.asarray(inputs, dtype=np.float32).tolist()
-    label_list = [int(v) if float(v).is_integer() else float(v) for v in np.asarray(labels).ravel()]
-    if len(rows) != len(label_list):
-        raise ValueError(f"got {len(rows)} samples but {len(label_list)} labels")
-    samples = [
-        {"input_data": row, "anomaly_label": label}
-        for row, label in zip(rows, label_list, strict=True)
-    ]
-    # NaN/Inf go out as JSON's non-standard literals so the server names the sample.
-    return json.dumps({"samples": samples, "epochs": epochs}).encode()
