@@ -74,10 +74,12 @@ def test_binary_f32_and_json_give_the_trainer_the_same_batch() -> None:
     rows = [
         {"input_data": row, "anomaly_label": y} for row, y in zip(X.tolist(), LABELS, strict=True)
     ]
-    from_json = parse_train_body(
+    from_json, _, _ = parse_train_body(
         json.dumps({"samples": rows, "epochs": 3}).encode(), "application/json", config
     )
-    from_binary = parse_train_body(encode_batch(X, LABELS, epochs=3), BATCH_CONTENT_TYPE, config)
+    from_binary, _, _ = parse_train_body(
+        encode_batch(X, LABELS, epochs=3), BATCH_CONTENT_TYPE, config
+    )
     np.testing.assert_array_equal(from_binary.inputs, from_json.inputs)
     np.testing.assert_array_equal(from_binary.labels, from_json.labels)
     assert from_binary.epochs == from_json.epochs == 3

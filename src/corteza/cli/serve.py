@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -38,6 +39,12 @@ def serve(
     attention_ff: int | None = typer.Option(None, help="Capa4 feed-forward width."),
     head_hidden: int | None = typer.Option(None, help="Capa5 head hidden width."),
     dropout: float | None = typer.Option(None, help="Dropout rate."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, help="Save checkpoints here and resume from the newest on start (e.g. Google Drive)."
+    ),
+    checkpoint_every: int = typer.Option(50, min=1, help="Batches between checkpoints."),
+    checkpoint_seconds: float = typer.Option(300.0, min=1.0, help="Seconds between checkpoints."),
+    keep_checkpoints: int = typer.Option(3, min=1, help="Checkpoints kept."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
     """Run the training server (the seed's routes plus /docs)."""
@@ -61,7 +68,8 @@ def serve(
         model = ModelConfig.from_dict(base)
         settings = Settings(
             host=host, port=port, device=device, seed=seed, lr=lr, log_level=log_level,
-            model=model,
+            model=model, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds, checkpoint_keep=keep_checkpoints,
         )  # fmt: skip
     except ValueError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)

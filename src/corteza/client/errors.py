@@ -11,6 +11,7 @@
     │   ├── InvalidRequestError     4xx: the request was refused, nothing changed
     │   │   ├── InvalidBatchError   bad samples: width, NaN/Inf, labels, empty, ragged
     │   │   │   └── DimensionMismatchError
+    │   │   ├── OutOfOrderError     a batch ahead of its run (exactly-once); see next_seq
     │   │   └── NotFoundError
     │   ├── TrainingDivergedError   the loss became NaN/Inf; the step was not applied
     │   └── InternalServerError     5xx
@@ -72,6 +73,15 @@ class DimensionMismatchError(InvalidBatchError):
     """``Input dimension mismatch: expected 1600D, got 3D``."""
 
 
+class OutOfOrderError(InvalidRequestError):
+    """A batch ahead of its run: resume at :attr:`next_seq`."""
+
+    @property
+    def next_seq(self) -> int | None:
+        value = self.body.get("next_seq")
+        return value if isinstance(value, int) else None
+
+
 class NotFoundError(InvalidRequestError):
     """The route or resource does not exist."""
 
@@ -101,6 +111,7 @@ _BY_TYPE: dict[str, type[ServerError]] = {
     "empty_batch": InvalidBatchError,
     "ragged_batch": InvalidBatchError,
     "not_found": NotFoundError,
+    "out_of_order": OutOfOrderError,
     "training_diverged": TrainingDivergedError,
     "internal_error": InternalServerError,
 }

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza._version import __version__
 from corteza.server.errors import UnexpectedErrorMiddleware, install_error_handlers
-from corteza.server.routes import model, monitoring, predict, training
+from corteza.server.routes import checkpoints, model, monitoring, predict, stream, training
 from corteza.server.settings import Settings
 from corteza.server.state import ServerState
 from corteza.wire import PROTOCOL_HEADER, PROTOCOL_VERSION
@@ -79,6 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(UnexpectedErrorMiddleware)  # sees every failure of the routes
     app.add_middleware(ProtocolHeaderMiddleware)  # outermost: stamps the 500s too
-    for router in (training.router, monitoring.router, model.router, predict.router):
+    for router in (
+        training.router,
+        monitoring.router,
+        model.router,
+        predict.router,
+        stream.router,
+        checkpoints.router,
+    ):
         app.include_router(router)
     return app

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from corteza.server.settings import Settings
 from corteza.server.state import ServerState
 
 
-def get_state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.corteza
+def get_state(connection: HTTPConnection) -> ServerState:
+    state: ServerState = connection.app.state.corteza
     return state
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+def get_settings(connection: HTTPConnection) -> Settings:
+    settings: Settings = connection.app.state.settings
     return settings
 
 

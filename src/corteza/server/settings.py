@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -36,5 +37,12 @@ class Settings(BaseSettings):
         default="auto", description="auto = bf16 autocast on a CUDA device that supports it"
     )
     trend_window: int = Field(default=20, ge=3, description="losses in the /metricas slope")
+    checkpoint_dir: Path | None = Field(
+        default=None, description="where checkpoints go (a mounted Google Drive on Colab)"
+    )
+    checkpoint_every: int = Field(default=50, ge=1, description="batches between checkpoints")
+    checkpoint_seconds: float = Field(default=300.0, gt=0, description="seconds between them")
+    checkpoint_keep: int = Field(default=3, ge=1, description="checkpoints kept")
+    stream_window: int = Field(default=16, ge=1, le=256, description="largest window granted")
     log_level: str = "info"
     model: ModelConfig = Field(default_factory=ModelConfig)

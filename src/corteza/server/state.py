@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from corteza.server.device import device_label, device_name, gpu_memory_mb
+from corteza.server.durability import Checkpointer
+from corteza.server.runs import RunBook
 from corteza.server.settings import Settings
 from corteza.server.stats import TrainingStats
 from corteza.server.trainer import Trainer
@@ -22,14 +24,21 @@ class ServerState:
     settings: Settings
     trainer: Trainer
     stats: TrainingStats
+    runs: RunBook
+    checkpointer: Checkpointer
     worker: TrainingWorker
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def build(cls, settings: Settings) -> ServerState:
+        """The model, resumed from the newest checkpoint that verifies, and its worker."""
         trainer = Trainer(settings)
         stats = TrainingStats()
-        return cls(settings, trainer, stats, TrainingWorker(trainer, stats))
+        runs = RunBook()
+        checkpointer = Checkpointer(settings, trainer, stats, runs)
+        checkpointer.resume()
+        worker = TrainingWorker(trainer, stats, runs, checkpointer)
+        return cls(settings, trainer, stats, runs, checkpointer, worker)
 
     def statistics(self) -> dict[str, Any]:
         """The seed's ``estadisticas`` block, device fields included."""

@@ -74,6 +74,28 @@ class TrainingStats:
             self.anomalies_detected += int((result.probabilities > 0.5).sum())
             self._throughput.append((result.batch_size * result.epochs, result.seconds))
 
+    _SAVED = (
+        "total_samples", "total_batches", "step", "loss_sum", "anomaly_prob_sum",
+        "anomalies_detected", "best_loss", "last_loss", "feedback_received", "feedback_validated",
+    )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """The counters a checkpoint keeps, so statistics survive restarts."""
+        with self._lock:
+            data: dict[str, Any] = {name: getattr(self, name) for name in self._SAVED}
+            data["recent_losses"] = list(self.recent_losses)
+            data["elapsed_seconds"] = time.monotonic() - self.started
+            return data
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            for name in self._SAVED:
+                if name in data:
+                    setattr(self, name, data[name])
+            self.recent_losses.clear()
+            self.recent_losses.extend(float(v) for v in data.get("recent_losses", []))
+            self.started = time.monotonic() - float(data.get("elapsed_seconds", 0.0))
+
     def record_feedback(self, validated: bool) -> None:
         with self._lock:
             self.feedback_received += 1

@@ -12,13 +12,17 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from corteza.server.answers import train_answer
+from corteza.server.durability import Checkpointer
+from corteza.server.runs import RunBook
 from corteza.server.stats import TrainingStats
-from corteza.server.trainer import Diagnosis, Predictions, Trainer, TrainResult
+from corteza.server.trainer import Diagnosis, Predictions, Trainer
 from corteza.wire import Batch
 
 logger = logging.getLogger(__name__)
@@ -29,9 +33,13 @@ T = TypeVar("T")
 class TrainingWorker:
     """Runs every job that touches the model on one dedicated thread, in order."""
 
-    def __init__(self, trainer: Trainer, stats: TrainingStats) -> None:
+    def __init__(
+        self, trainer: Trainer, stats: TrainingStats, runs: RunBook, checkpointer: Checkpointer
+    ) -> None:
         self.trainer = trainer
         self.stats = stats
+        self.runs = runs
+        self.checkpointer = checkpointer
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corteza-trainer")
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -41,26 +49,55 @@ class TrainingWorker:
         """Jobs submitted and not finished (the one running included)."""
         return self._pending
 
-    async def run(self, job: Callable[[], T]) -> T:
-        """Run ``job`` on the worker thread and await its result."""
+    def _submit(self, job: Callable[[], T]) -> asyncio.Future[T]:
         with self._pending_lock:
             self._pending += 1
         # Counted down when the job ends, even if the awaiting request went away.
         future = self._executor.submit(job)
         future.add_done_callback(self._done)
-        return await asyncio.wrap_future(future)
+        return asyncio.wrap_future(future)
+
+    async def run(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on the worker thread and await its result."""
+        return await self._submit(job)
 
     def _done(self, _: object) -> None:
         with self._pending_lock:
             self._pending -= 1
 
-    async def train(self, batch: Batch) -> TrainResult:
-        def job() -> TrainResult:
+    def submit_train(
+        self, batch: Batch, run_id: str | None = None, seq: int | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue a batch; the future gives its answer (a replay when already applied).
+
+        With a ``run_id``, the exactly-once decision, the training and the
+        record happen in one job on the worker's thread, so nothing can slip
+        between them. Raises :class:`OutOfOrderError` through the future.
+        """
+
+        def job() -> dict[str, Any]:
+            if run_id is not None and seq is not None:
+                stored = self.runs.decide(run_id, seq)
+                if stored is not None:
+                    return {**stored, "replayed": True}
             result = self.trainer.train_batch(batch)
             self.stats.record_batch(result)
-            return result
+            answer = train_answer(result, run_id, seq)
+            if run_id is not None and seq is not None:
+                self.runs.record(run_id, seq, answer)
+            self.checkpointer.batch_done()
+            return answer
 
-        return await self.run(job)
+        return self._submit(job)
+
+    async def train(
+        self, batch: Batch, run_id: str | None = None, seq: int | None = None
+    ) -> dict[str, Any]:
+        return await self.submit_train(batch, run_id, seq)
+
+    async def checkpoint(self) -> Path | None:
+        """Save a checkpoint after the batches already queued."""
+        return await self.run(self.checkpointer.save)
 
     async def predict(self, inputs: NDArray[np.float32]) -> Predictions:
         return await self.run(lambda: self.trainer.predict(inputs))
@@ -69,5 +106,7 @@ class TrainingWorker:
         return await self.run(self.trainer.diagnose)
 
     def shutdown(self) -> None:
-        """Finish the job in hand, drop queued ones, stop the thread."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Finish the jobs queued, save a checkpoint, stop the thread."""
+        if self.checkpointer.enabled:
+            self._executor.submit(self.checkpointer.save)
+        self._executor.shutdown(wait=True)

@@ -29,6 +29,9 @@ class ErrorType(str, Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TRAINING_DIVERGED = "training_diverged"
+    OUT_OF_ORDER = "out_of_order"
+    CHECKPOINTS_DISABLED = "checkpoints_disabled"
+    INVALID_CHECKPOINT = "invalid_checkpoint"
     INTERNAL_ERROR = "internal_error"
 
 

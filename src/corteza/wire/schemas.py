@@ -40,6 +40,8 @@ class TrainRequest(BaseModel):
         le=MAX_EPOCHS_PER_BATCH,
         description="optimizer steps taken on this batch",
     )
+    run_id: str | None = Field(default=None, description="with seq: apply exactly once")
+    seq: int | None = Field(default=None, ge=0, description="the batch's number in its run")
 
 
 class FeedbackRequest(BaseModel):
@@ -85,6 +87,9 @@ class TrainResponse(_Payload):
     epochs: int
     losses: list[float] = Field(description="loss of each optimizer step on this batch")
     duration_seconds: float
+    run_id: str | None = None
+    seq: int | None = None
+    replayed: bool = Field(default=False, description="already applied: not trained again")
 
 
 class FeedbackStats(_Payload):

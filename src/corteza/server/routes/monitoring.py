@@ -8,8 +8,8 @@ import torch
 from fastapi import APIRouter
 
 from corteza._version import __version__
+from corteza.server.answers import now_iso
 from corteza.server.deps import StateDep
-from corteza.server.routes.training import now_iso
 from corteza.server.state import MODEL_NAME
 from corteza.wire import PROTOCOL_VERSION, HealthResponse, MetricsResponse, StatusResponse
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from corteza.model import ModelConfig
+from corteza.server.answers import now_iso
 from corteza.server.deps import StateDep
 from corteza.server.errors import ApiError
 from corteza.server.openapi import binary_body, error_responses, request_body
-from corteza.server.trainer import TrainingDivergedError, TrainResult
+from corteza.server.runs import OutOfOrderError, check_run_id
+from corteza.server.trainer import TrainingDivergedError
 from corteza.wire import (
     Batch,
     BatchError,
@@ -29,8 +31,7 @@ from corteza.wire.binary import BATCH_CONTENT_TYPE, decode_batch
 router = APIRouter(tags=["training"])
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+Incoming = tuple[Batch, str | None, int | None]  # the batch, its run_id and seq
 
 
 JSON_CONTENT_TYPE = "application/json"
@@ -52,14 +53,14 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower() or JSON_CONTENT_TYPE
 
 
-def parse_train_request(body: bytes, input_dim: int) -> Batch:
+def parse_train_request(body: bytes, input_dim: int) -> Incoming:
     """JSON bytes -> validated batch. Runs in the threadpool, never on the loop."""
     try:
         request = TrainRequest.model_validate_json(body)
     except ValidationError as exc:
         raise ApiError.from_validation_error(exc) from exc
     try:
-        return batch_from_rows(
+        batch = batch_from_rows(
             [s.input_data for s in request.samples],
             [s.anomaly_label for s in request.samples],
             input_dim=input_dim,
@@ -67,9 +68,10 @@ def parse_train_request(body: bytes, input_dim: int) -> Batch:
         )
     except BatchError as exc:
         raise ApiError.from_batch_error(exc) from exc
+    return batch, request.run_id, request.seq
 
 
-def parse_binary_request(body: bytes, config: ModelConfig) -> Batch:
+def parse_binary_request(body: bytes, config: ModelConfig) -> Incoming:
     """``application/x-corteza-batch`` bytes -> validated batch. Runs in the threadpool."""
     try:
         decoded = decode_batch(
@@ -83,38 +85,24 @@ def parse_binary_request(body: bytes, config: ModelConfig) -> Batch:
             raise ApiError(400, exc.message, exc.error_type) from exc
         raise ApiError.from_batch_error(exc) from exc
     # The trainer does not use dendrite/coherence targets yet; they are validated and dropped.
-    return decoded.batch
+    return decoded.batch, decoded.run_id, decoded.seq
 
 
-def parse_train_body(body: bytes, content_type: str, config: ModelConfig) -> Batch:
+def parse_train_body(body: bytes, content_type: str, config: ModelConfig) -> Incoming:
     if content_type == BATCH_CONTENT_TYPE:
-        return parse_binary_request(body, config)
-    return parse_train_request(body, config.input_dim)
-
-
-def train_response(result: TrainResult) -> TrainResponse:
-    capa2, capa3, capa4 = result.capa_means
-    return TrainResponse.model_validate(
-        {
-            "loss": result.loss,
-            "batch_size": result.batch_size,
-            "outputs": {
-                "anomaly_prob": float(result.probabilities.mean()),
-                "dendrite_adjustments": result.dendrites,
-                "coherence_state": result.coherence,
-            },
-            "capa_info": {
-                "capa2_activations": capa2,
-                "capa3_activations": capa3,
-                "capa4_activations": capa4,
-            },
-            "timestamp": now_iso(),
-            "step": result.step,
-            "epochs": result.epochs,
-            "losses": result.losses,
-            "duration_seconds": result.seconds,
-        }
-    )
+        incoming = parse_binary_request(body, config)
+    else:
+        incoming = parse_train_request(body, config.input_dim)
+    _, run_id, seq = incoming
+    if (run_id is None) != (seq is None):
+        raise ApiError(422, "run_id and seq go together: send both or neither",
+                       ErrorType.INVALID_REQUEST)  # fmt: skip
+    if run_id is not None:
+        try:
+            check_run_id(run_id)
+        except ValueError as exc:
+            raise ApiError(422, str(exc), ErrorType.INVALID_REQUEST) from exc
+    return incoming
 
 
 @router.post(
@@ -124,12 +112,15 @@ def train_response(result: TrainResult) -> TrainResponse:
     openapi_extra=request_body(
         TrainRequest, also=binary_body(BATCH_CONTENT_TYPE, BINARY_BATCH_DESCRIPTION)
     ),
-    responses=error_responses(400, 415, 422, 500),
+    responses=error_responses(400, 409, 415, 422, 500),
 )
-async def train_layer2(request: Request, state: StateDep) -> TrainResponse:
+async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSONResponse:
     """Take ``epochs`` optimizer steps on the batch; every sample is checked first.
 
     The body is the seed's JSON, or a binary batch (``application/x-corteza-batch``).
+    With ``run_id`` and ``seq`` the batch is applied exactly once: a seq already
+    applied answers its stored result with ``"replayed": true``; a seq ahead of
+    the run's next is refused with 409 and ``next_seq``.
     """
     content_type = media_type(request.headers.get("content-type"))
     if content_type not in (JSON_CONTENT_TYPE, BATCH_CONTENT_TYPE):
@@ -140,12 +131,18 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse:
             ErrorType.UNSUPPORTED_MEDIA_TYPE,
         )
     body = await request.body()
-    batch = await run_in_threadpool(parse_train_body, body, content_type, state.trainer.config)
+    batch, run_id, seq = await run_in_threadpool(
+        parse_train_body, body, content_type, state.trainer.config
+    )
     try:
-        result = await state.worker.train(batch)
+        answer = await state.worker.train(batch, run_id, seq)
     except TrainingDivergedError as exc:
         raise ApiError(422, str(exc), ErrorType.TRAINING_DIVERGED) from exc
-    return train_response(result)
+    except OutOfOrderError as exc:
+        raise ApiError(409, str(exc), ErrorType.OUT_OF_ORDER, next_seq=exc.next_seq) from exc
+    if answer.get("replayed"):
+        return JSONResponse(answer)  # may be only {seq, run_id} when too old to be stored
+    return TrainResponse.model_validate(answer)
 
 
 @router.post(
