@@ -13,7 +13,8 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 import numpy as np
@@ -35,6 +36,7 @@ from corteza.client.payloads import (
     preflight_batch,
     preflight_inputs,
 )
+from corteza.client.transfer import pull_checkpoint, push_checkpoint
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
     BatchError,
@@ -293,6 +295,20 @@ class Client(_ClientBase):
     def send_feedback(self, adjustments: Sequence[float], validated: bool) -> FeedbackResponse:
         """Send dendritic feedback (the seed's ``enviarFeedback``)."""
         return self._run(self._feedback_call(adjustments, validated))
+
+    def pull(self, dest: str | Path = ".") -> Path:
+        """Download the latest checkpoint into ``dest``; returns its folder."""
+        try:
+            return pull_checkpoint(self._http, Path(dest))
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, "/v1/checkpoint") from exc
+
+    def push(self, path: str | Path) -> dict[str, Any]:
+        """Upload a checkpoint folder; the server verifies it and continues from it."""
+        try:
+            return push_checkpoint(self._http, Path(path))
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, "/v1/checkpoint/uploads") from exc
 
 
 class AsyncClient(_ClientBase):

@@ -244,6 +244,13 @@ def validate_model_tensors(tensors: Mapping[str, torch.Tensor], model: torch.nn.
         raise CheckpointError("checkpoint does not fit this model: " + "; ".join(problems))
 
 
+def load_checkpoint(
+    path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> LoadedCheckpoint:
+    """Verify one checkpoint and restore it; nothing changes unless every check passes."""
+    return _load(path, model, optimizer)
+
+
 def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoadedCheckpoint:
     verify_checkpoint(path)
     document = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corteza.server.checkpoint import load_latest, save_checkpoint
+from corteza.server.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from corteza.server.runs import RunBook
 from corteza.server.settings import Settings
 from corteza.server.stats import TrainingStats
@@ -92,6 +92,23 @@ class Checkpointer:
             listener(durable)
         return path
 
+    def adopt(self, path: Path) -> dict[str, int]:
+        """Continue from an uploaded checkpoint (on the worker's thread).
+
+        Raises :class:`~corteza.server.checkpoint.CheckpointError` and changes
+        nothing when it does not verify or does not fit this model.
+        """
+        loaded = load_checkpoint(path, model=self.trainer.model, optimizer=self.trainer.optimizer)
+        self._restore(loaded.state)
+        logger.info("continuing from the uploaded checkpoint at step %d", self.trainer.step)
+        self.save()
+        return {r["run_id"]: r["next_seq"] for r in self.runs.to_json()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.trainer.step = int(state.get("step", 0))
+        self.stats.load_json(state.get("stats", {}))
+        self.runs.load_json(state.get("runs", []))
+
     def resume(self) -> None:
         """Load the newest checkpoint that verifies; say which were skipped and why."""
         if self.root is None:
@@ -102,9 +119,6 @@ class Checkpointer:
         if report.loaded is None:
             logger.info("%s in %s: starting fresh", report.describe(), self.root)
             return
-        state = report.loaded.state
-        self.trainer.step = int(state.get("step", 0))
-        self.stats.load_json(state.get("stats", {}))
-        self.runs.load_json(state.get("runs", []))
+        self._restore(report.loaded.state)
         self.last_path = report.loaded.path
         logger.info("%s: %d samples trained so far", report.describe(), self.stats.total_samples)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
+from corteza.server.checkpoint import CheckpointError
 from corteza.server.deps import StateDep
 from corteza.server.errors import ApiError
 from corteza.server.openapi import error_responses
@@ -76,3 +82,88 @@ async def checkpoint_file(name: str, state: StateDep) -> FileResponse:
         raise ApiError(404, f"No file {name[:80]!r} in checkpoint {path.name}",
                        ErrorType.NOT_FOUND)  # fmt: skip
     return FileResponse(path / name, media_type="application/octet-stream", filename=name)
+
+
+# ------------------------------------------------------------------ uploads (push)
+
+MAX_CHUNK = 64 * 1024 * 1024  # tunnels refuse bodies over 100 MB
+UPLOADABLE = frozenset(
+    {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json", MANIFEST}
+)
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _uploads(state: ServerState) -> Path:
+    root = state.checkpointer.root
+    base = root / ".uploads" if root is not None else Path(tempfile.gettempdir()) / "corteza-up"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _upload_dir(state: ServerState, upload_id: str) -> Path:
+    path = _uploads(state) / upload_id
+    if not _UPLOAD_ID.fullmatch(upload_id) or not path.is_dir():
+        raise ApiError(404, f"No upload {upload_id[:40]!r}", ErrorType.NOT_FOUND)
+    return path
+
+
+@router.post("/checkpoint/uploads", summary="Start uploading a checkpoint")
+async def start_upload(state: StateDep) -> dict[str, Any]:
+    """Answers a server-made id; the files go up in chunks of at most 64 MiB."""
+    upload_id = uuid.uuid4().hex
+    (_uploads(state) / upload_id).mkdir()
+    return {"upload_id": upload_id, "max_chunk_bytes": MAX_CHUNK, "files": sorted(UPLOADABLE)}
+
+
+def _append(path: Path, offset: int, data: bytes) -> int:
+    size = path.stat().st_size if path.exists() else 0
+    if offset != size:
+        raise ApiError(409, f"Chunk starts at byte {offset}, but {path.name} has {size} bytes",
+                       ErrorType.INVALID_REQUEST, next_offset=size)  # fmt: skip
+    with path.open("ab") as file:
+        file.write(data)
+    return size + len(data)
+
+
+@router.put(
+    "/checkpoint/uploads/{upload_id}/{name}",
+    summary="Upload one chunk of one checkpoint file (Content-Range: bytes a-b/total)",
+    responses=error_responses(404, 409, 413, 422),
+)
+async def upload_chunk(
+    upload_id: str, name: str, request: Request, state: StateDep
+) -> dict[str, Any]:
+    path = _upload_dir(state, upload_id)
+    if name not in UPLOADABLE:
+        raise ApiError(422, f"A checkpoint holds only {', '.join(sorted(UPLOADABLE))}; "
+                       f"got {name[:80]!r}", ErrorType.INVALID_CHECKPOINT)  # fmt: skip
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_CHUNK:
+        raise ApiError(413, f"Chunks are at most {MAX_CHUNK} bytes; got {declared}",
+                       ErrorType.INVALID_REQUEST)  # fmt: skip
+    match = _RANGE.fullmatch(request.headers.get("content-range", "bytes 0-0/*"))
+    offset = int(match.group(1)) if match else 0
+    data = await request.body()
+    if len(data) > MAX_CHUNK:
+        raise ApiError(413, f"Chunks are at most {MAX_CHUNK} bytes; got {len(data)}",
+                       ErrorType.INVALID_REQUEST)  # fmt: skip
+    size = await run_in_threadpool(_append, path / name, offset, data)
+    return {"name": name, "bytes": size}
+
+
+@router.post(
+    "/checkpoint/uploads/{upload_id}/commit",
+    summary="Verify the uploaded checkpoint against this model and continue from it",
+    responses=error_responses(404, 422),
+)
+async def commit_upload(upload_id: str, state: StateDep) -> dict[str, Any]:
+    """Checks the manifest (sha256), names, shapes and dtypes before anything changes."""
+    path = _upload_dir(state, upload_id)
+    try:
+        runs = await state.worker.run(lambda: state.checkpointer.adopt(path))
+    except CheckpointError as exc:
+        raise ApiError(422, f"Refused checkpoint: {exc}", ErrorType.INVALID_CHECKPOINT) from exc
+    finally:
+        await run_in_threadpool(shutil.rmtree, path, True)
+    return {"status": "loaded", "step": state.trainer.step, "runs": runs}
