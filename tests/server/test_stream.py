@@ -95,3 +95,25 @@ def test_an_unknown_protocol_is_refused(live_server: LiveServer) -> None:
         error = json.loads(ws.recv(timeout=30))
     assert error["error"] == "Unsupported protocol version 2.0; this server speaks 1.x"
     assert error["error_type"] == "unsupported_protocol"
+
+
+def test_a_drop_between_apply_and_ack_applies_nothing_twice(live_server: LiveServer) -> None:
+    """The connection dies after the server applied seq 0 and before the ack was read."""
+    import time
+
+    with _ws(live_server) as ws:
+        run_id = _hello(ws)["run_id"]
+        ws.send(_frame(run_id, 0))
+        deadline = time.monotonic() + 30
+        while live_server.state.runs.open(run_id).next_seq == 0:  # applied on the server...
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    # ...and the ack never read: the client cannot know, so it sends seq 0 again.
+    with _ws(live_server) as ws:
+        welcome = _hello(ws, run_id=run_id)
+        ws.send(_frame(run_id, 0))
+        ack = json.loads(ws.recv(timeout=30))
+    assert welcome["next_seq"] == 1
+    assert (ack["seq"], ack["replayed"]) == (0, True)
+    assert live_server.state.runs.open(run_id).applied == [0]
+    assert live_server.state.stats.total_batches == 1
