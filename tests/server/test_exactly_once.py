@@ -62,3 +62,12 @@ def test_run_id_and_seq_go_together(http: httpx.Client) -> None:
     bad = http.post("/train_layer2", json={"samples": samples(1, 32), "seq": 0, "run_id": "../x"})
     assert bad.status_code == 422
     assert bad.json()["error"] == "run_id must be 1-64 letters, digits, '-' or '_', got '../x'"
+
+
+def test_the_run_record_is_readable(http: httpx.Client) -> None:
+    for seq in (0, 1, 1, 2):
+        http.post("/train_layer2", json=_json("rec", seq))
+    assert http.get("/v1/runs/rec").json() == {"run_id": "rec", "next_seq": 3, "applied": [0, 1, 2]}
+    missing = http.get("/v1/runs/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "No run 'nope' on this server"

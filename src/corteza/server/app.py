@@ -11,7 +11,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza._version import __version__
 from corteza.server.errors import UnexpectedErrorMiddleware, install_error_handlers
-from corteza.server.routes import checkpoints, model, monitoring, predict, stream, training
+from corteza.server.routes import (
+    checkpoints,
+    model,
+    monitoring,
+    predict,
+    runs,
+    stream,
+    training,
+)
 from corteza.server.settings import Settings
 from corteza.server.state import ServerState
 from corteza.wire import PROTOCOL_HEADER, PROTOCOL_VERSION
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predict.router,
         stream.router,
         checkpoints.router,
+        runs.router,
     ):
         app.include_router(router)
     return app
