@@ -63,6 +63,17 @@ def stop_server(live: LiveServer) -> None:
     live.thread.join(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def _no_saved_server(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A developer's own `corteza connect` must not redirect the tests (subprocesses too)."""
+    monkeypatch.setenv("CORTEZA_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("CORTEZA_URL", raising=False)
+    monkeypatch.delenv("COLAB_SERVER_URL", raising=False)
+    monkeypatch.delenv("CORTEZA_TOKEN", raising=False)
+
+
 @pytest.fixture
 def tiny_settings() -> Settings:
     return Settings(model=TINY, seed=0, lr=1e-3)

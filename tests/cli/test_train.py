@@ -53,7 +53,7 @@ def test_until_loss_stops_early_or_exits_3(live_server: LiveServer, data_file: P
     reached = corteza("train", str(data_file), "--server", live_server.url, "--until-loss", "50",
                       "--batch-size", "8", "--json")  # fmt: skip
     assert reached.returncode == 0, reached.stderr
-    assert json.loads(reached.stdout)["batches"] == 5
+    assert 5 <= json.loads(reached.stdout)["batches"] <= 8  # 5, plus up to 3 in flight
     missed = corteza("train", str(data_file), "--server", live_server.url, "--until-loss",
                      "0.000001", "--json")  # fmt: skip
     assert missed.returncode == 3

@@ -38,6 +38,10 @@ HoldoutOption = typer.Option(0.2, min=0.0, max=0.9, help="Share of samples held 
 SeedOption = typer.Option(0, help="Seed of the split, the batch order and the local model.")
 PresetOption = typer.Option("default", help="Model of the local server: default or tiny.")
 LrOption = typer.Option(1e-4, help="Learning rate of the local server.")
+StreamOption = typer.Option(
+    True, "--stream/--no-stream", help="Stream batches over a WebSocket, a few in flight "
+    "(default); --no-stream sends one request per batch.",
+)  # fmt: skip
 
 
 def train(
@@ -52,6 +56,7 @@ def train(
     seed: int = SeedOption,
     preset: str = PresetOption,
     lr: float = LrOption,
+    stream: bool = StreamOption,
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -60,7 +65,7 @@ def train(
         dataset = open_dataset(data)
         _train_and_report(
             dataset, str(data), server_url(server), token, holdout,
-            RunOptions(epochs, batch_size, seed, feedback_every, until_loss),
+            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream),
             ["--preset", preset, "--lr", str(lr), "--seed", str(seed)], as_json,
         )  # fmt: skip
 
@@ -78,6 +83,7 @@ def demo(
     seed: int = SeedOption,
     preset: str = PresetOption,
     lr: float = typer.Option(3e-4, help="Learning rate of the local server."),
+    stream: bool = StreamOption,
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -91,7 +97,8 @@ def demo(
         dataset = make_dataset(samples, input_dim=input_dim, recipe=recipe, seed=seed)
         _train_and_report(
             dataset, f"{samples} synthetic samples ({recipe} recipe)", url, token, holdout,
-            RunOptions(epochs, batch_size, seed, feedback_every, until_loss), local_args, as_json,
+            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream), local_args,
+            as_json,
         )  # fmt: skip
 
 

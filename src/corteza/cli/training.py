@@ -13,6 +13,7 @@ from importlib.util import find_spec
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,6 +38,7 @@ class RunOptions:
     seed: int = 0
     feedback_every: int = 5
     until_loss: float | None = None
+    stream: bool = True  # WebSocket with a window in flight; False: one request per batch
 
 
 @contextmanager
@@ -91,6 +93,8 @@ def run(
         "roc_auc": auc,
         "until_loss": options.until_loss,
         "reached_target": summary.reached_target,
+        "run_id": summary.run_id,
+        "transport": summary.transport,
     }
 
 
@@ -112,19 +116,25 @@ def _train_with_progress(
         task = progress.add_task("train", total=None, loss=float("nan"), prob=0.0, rate=0.0)
 
         def on_batch(report: BatchReport) -> None:
+            fields = progress.tasks[0].fields  # a replayed batch may come without its loss
             progress.update(
                 task,
                 completed=report.index,
                 total=report.total,
-                loss=report.response.loss,
-                prob=report.response.outputs.anomaly_prob,
+                loss=fields["loss"] if report.loss is None else report.loss,
+                prob=fields["prob"] if report.anomaly_prob is None else report.anomaly_prob,
                 rate=report.samples / report.elapsed if report.elapsed else 0.0,
             )
+
+        def on_event(kind: str, message: str) -> None:
+            if kind in ("waiting", "warning", "fallback", "resumed"):  # even with --json
+                progress.console.print(f"[yellow]{escape(message)}[/]", highlight=False)
 
         return fit(
             client, data.X, data.y, epochs=options.epochs, batch_size=options.batch_size,
             seed=options.seed, feedback_every=options.feedback_every,
-            until_loss=options.until_loss, on_batch=on_batch,
+            until_loss=options.until_loss, on_batch=on_batch, stream=options.stream,
+            on_event=on_event,
         )  # fmt: skip
 
 

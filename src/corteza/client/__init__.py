@@ -28,11 +28,14 @@ from corteza.client.errors import (
 from corteza.client.local import LocalServer, free_port
 from corteza.client.metrics import roc_auc
 from corteza.client.payloads import encode_json_batch
+from corteza.client.settings import SavedServer, load_saved_server, save_server
+from corteza.client.stream import Backoff, StreamingTrainer
 from corteza.client.synthetic import RECIPES, make_dataset
 
 __all__ = [
     "RECIPES",
     "AsyncClient",
+    "Backoff",
     "Client",
     "ConnectError",
     "CortezaError",
@@ -46,7 +49,9 @@ __all__ = [
     "NotFoundError",
     "Predictions",
     "ProtocolError",
+    "SavedServer",
     "ServerError",
+    "StreamingTrainer",
     "TimeoutError",
     "TrainingDivergedError",
     "TransportError",
@@ -54,10 +59,12 @@ __all__ = [
     "encode_json_batch",
     "free_port",
     "iter_batches",
+    "load_saved_server",
     "make_dataset",
     "open_dataset",
     "parse_error",
     "roc_auc",
     "save_dataset",
+    "save_server",
     "split",
 ]

@@ -132,7 +132,7 @@ class _ClientBase:
         self.wire_dtype = wire_dtype
         self._input_dim: int | None = None
         self._headers = {"User-Agent": f"corteza/{__version__}"}
-        token = resolve_token(token)
+        token = resolve_token(token, self.url)
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from corteza.client.settings import load_saved_server
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 300.0  # seconds; a large batch on a CPU takes a while
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -13,12 +15,13 @@ TOKEN_ENV = "CORTEZA_TOKEN"
 
 
 def configured_url() -> str | None:
-    """The server URL from the environment, or None."""
+    """The server URL from the environment, else the saved one (`corteza connect`), or None."""
     for name in URL_ENV:
         value = os.environ.get(name, "").strip()
         if value:
             return value.rstrip("/")
-    return None
+    saved = load_saved_server()
+    return None if saved is None else saved.url
 
 
 def resolve_url(url: str | None) -> str:
@@ -26,5 +29,12 @@ def resolve_url(url: str | None) -> str:
     return (url or configured_url() or DEFAULT_URL).rstrip("/")
 
 
-def resolve_token(token: str | None) -> str | None:
-    return token or os.environ.get(TOKEN_ENV) or None
+def resolve_token(token: str | None, url: str | None = None) -> str | None:
+    """The token given, else CORTEZA_TOKEN, else the saved server's token for its own URL."""
+    explicit = token or os.environ.get(TOKEN_ENV)
+    if explicit:
+        return explicit
+    saved = load_saved_server()
+    if saved is not None and url is not None and saved.url == url.rstrip("/"):
+        return saved.token
+    return None
