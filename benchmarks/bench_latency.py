@@ -45,7 +45,7 @@ def rate(url: str, X: object, y: object, *, stream: bool, window: int, batch: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=40, help="batches per measurement")
+    parser.add_argument("--batches", type=int, default=150, help="batches per measurement")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="fewer batches")

@@ -42,8 +42,10 @@ def serve(
     checkpoint_dir: Path | None = typer.Option(
         None, help="Save checkpoints here and resume from the newest on start (e.g. Google Drive)."
     ),
-    checkpoint_every: int = typer.Option(50, min=1, help="Batches between checkpoints."),
-    checkpoint_seconds: float = typer.Option(300.0, min=1.0, help="Seconds between checkpoints."),
+    checkpoint_every: int = typer.Option(1000, min=1, help="Batches between checkpoints."),
+    checkpoint_seconds: float = typer.Option(
+        120.0, min=1.0, help="Seconds between checkpoints (whichever comes first)."
+    ),
     keep_checkpoints: int = typer.Option(3, min=1, help="Checkpoints kept."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
