@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
 from corteza.client import LocalServer
+from corteza.server.checkpoint import list_checkpoints
+from tests.helpers import samples
 
 
 def test_serve_answers_and_stops_on_sigterm() -> None:
@@ -45,3 +49,25 @@ def test_serve_refuses_impossible_settings(args: list[str], message: str) -> Non
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_before_exit(tmp_path: Path, sig: signal.Signals) -> None:
+    root = tmp_path / "ckpt"
+    server = LocalServer(["--preset", "tiny", "--checkpoint-dir", str(root)])
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for seq in range(3):
+                body = {"samples": samples(2, 32, seed=seq), "run_id": "sig", "seq": seq}
+                assert http.post("/train_layer2", json=body).status_code == 200
+        process = server._process
+        assert process is not None
+        process.send_signal(sig)
+        process.wait(timeout=60)
+    finally:
+        server.stop()
+    (checkpoint,) = list_checkpoints(root)
+    state = json.loads((checkpoint / "state.json").read_text())["state"]
+    assert state["runs"][0]["next_seq"] == 3
+    assert state["stats"]["total_samples"] == 6

@@ -38,6 +38,7 @@ HoldoutOption = typer.Option(0.2, min=0.0, max=0.9, help="Share of samples held 
 SeedOption = typer.Option(0, help="Seed of the split, the batch order and the local model.")
 PresetOption = typer.Option("default", help="Model of the local server: default or tiny.")
 LrOption = typer.Option(1e-4, help="Learning rate of the local server.")
+WindowOption = typer.Option(4, min=1, max=256, help="Batches in flight on the stream.")
 StreamOption = typer.Option(
     True, "--stream/--no-stream", help="Stream batches over a WebSocket, a few in flight "
     "(default); --no-stream sends one request per batch.",
@@ -57,6 +58,7 @@ def train(
     preset: str = PresetOption,
     lr: float = LrOption,
     stream: bool = StreamOption,
+    window: int = WindowOption,
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -65,7 +67,7 @@ def train(
         dataset = open_dataset(data)
         _train_and_report(
             dataset, str(data), server_url(server), token, holdout,
-            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream),
+            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
             ["--preset", preset, "--lr", str(lr), "--seed", str(seed)], as_json,
         )  # fmt: skip
 
@@ -84,6 +86,7 @@ def demo(
     preset: str = PresetOption,
     lr: float = typer.Option(3e-4, help="Learning rate of the local server."),
     stream: bool = StreamOption,
+    window: int = WindowOption,
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -97,8 +100,8 @@ def demo(
         dataset = make_dataset(samples, input_dim=input_dim, recipe=recipe, seed=seed)
         _train_and_report(
             dataset, f"{samples} synthetic samples ({recipe} recipe)", url, token, holdout,
-            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream), local_args,
-            as_json,
+            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
+            local_args, as_json,
         )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ class RunOptions:
     feedback_every: int = 5
     until_loss: float | None = None
     stream: bool = True  # WebSocket with a window in flight; False: one request per batch
+    window: int = 4  # batches in flight on the stream
 
 
 @contextmanager
@@ -134,7 +135,7 @@ def _train_with_progress(
             client, data.X, data.y, epochs=options.epochs, batch_size=options.batch_size,
             seed=options.seed, feedback_every=options.feedback_every,
             until_loss=options.until_loss, on_batch=on_batch, stream=options.stream,
-            on_event=on_event,
+            window=options.window, on_event=on_event,
         )  # fmt: skip
 
 
