@@ -171,12 +171,21 @@ class _ClientBase:
         )  # fmt: skip
 
     @staticmethod
-    def _feedback_call(adjustments: Sequence[float], validated: bool) -> _Call[FeedbackResponse]:
-        payload = {
+    def _feedback_call(
+        adjustments: Sequence[float],
+        validated: bool,
+        batch_id: str | None = None,
+        reward: float | None = None,
+    ) -> _Call[FeedbackResponse]:
+        payload: dict[str, object] = {
             "ajustes_aplicados": [float(v) for v in adjustments],
             "validacion": bool(validated),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if batch_id is not None:
+            payload["batch_id"] = batch_id
+        if reward is not None:
+            payload["reward"] = float(reward)
         return _Call(
             FeedbackResponse, "POST", "/feedback_dendritas", idempotent=False,
             content=json.dumps(payload).encode(), headers={"Content-Type": "application/json"},
@@ -292,9 +301,21 @@ class Client(_ClientBase):
         x = preflight_inputs(inputs, self.input_dim()) if self.check else np.asarray(inputs)
         return self._predictions(self._run(self._predict_call(x)))
 
-    def send_feedback(self, adjustments: Sequence[float], validated: bool) -> FeedbackResponse:
-        """Send dendritic feedback (the seed's ``enviarFeedback``)."""
-        return self._run(self._feedback_call(adjustments, validated))
+    def send_feedback(
+        self,
+        adjustments: Sequence[float],
+        validated: bool,
+        *,
+        batch_id: str | None = None,
+        reward: float | None = None,
+    ) -> FeedbackResponse:
+        """Send dendritic feedback (the seed's ``enviarFeedback``).
+
+        Validated feedback makes ``adjustments`` the dendrite head's target on
+        the inputs of ``batch_id`` (the latest batch when None), weighted by
+        ``reward`` in [0, 1]; not validated, it is recorded only.
+        """
+        return self._run(self._feedback_call(adjustments, validated, batch_id, reward))
 
     def pull(self, dest: str | Path = ".") -> Path:
         """Download the latest checkpoint into ``dest``; returns its folder."""
@@ -402,6 +423,11 @@ class AsyncClient(_ClientBase):
         return self._predictions(await self._run(self._predict_call(x)))
 
     async def send_feedback(
-        self, adjustments: Sequence[float], validated: bool
+        self,
+        adjustments: Sequence[float],
+        validated: bool,
+        *,
+        batch_id: str | None = None,
+        reward: float | None = None,
     ) -> FeedbackResponse:
-        return await self._run(self._feedback_call(adjustments, validated))
+        return await self._run(self._feedback_call(adjustments, validated, batch_id, reward))

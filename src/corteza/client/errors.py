@@ -111,6 +111,7 @@ _BY_TYPE: dict[str, type[ServerError]] = {
     "empty_batch": InvalidBatchError,
     "ragged_batch": InvalidBatchError,
     "not_found": NotFoundError,
+    "unknown_batch": NotFoundError,
     "out_of_order": OutOfOrderError,
     "training_diverged": TrainingDivergedError,
     "internal_error": InternalServerError,

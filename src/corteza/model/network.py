@@ -169,6 +169,16 @@ class CortezaCognitiva(nn.Module):
         self.capa5 = Capa5(self.config)
 
     def forward(self, x: Tensor) -> CortezaOutput:
+        h2, h3, h4 = self._layers(x)
+        anomaly, dendrites, coherence = self.capa5(h4)
+        means = (h2.mean().detach(), h3.mean().detach(), h4.mean().detach())
+        return CortezaOutput(anomaly, dendrites, coherence, *means)
+
+    def features(self, x: Tensor) -> Tensor:
+        """What the decision heads see: Capa4's output, (B, mlp_out)."""
+        return self._layers(x)[2]
+
+    def _layers(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if x.dim() not in (2, 3) or x.shape[-1] != self.config.input_dim:
             raise ValueError(
                 f"expected input (B, {self.config.input_dim}) or (B, T, {self.config.input_dim}),"
@@ -179,15 +189,7 @@ class CortezaCognitiva(nn.Module):
         h2 = self.capa2(x)  # (B, T, D)
         h3 = self.capa3(h2)  # (B, T, mlp_out)
         h4 = self.capa4(h3)  # (B, mlp_out)
-        anomaly, dendrites, coherence = self.capa5(h4)
-        return CortezaOutput(
-            anomaly,
-            dendrites,
-            coherence,
-            h2.mean().detach(),
-            h3.mean().detach(),
-            h4.mean().detach(),
-        )
+        return h2, h3, h4
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

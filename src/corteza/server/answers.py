@@ -12,7 +12,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def train_answer(result: TrainResult, run_id: str | None, seq: int | None) -> dict[str, Any]:
+def train_answer(
+    result: TrainResult, run_id: str | None, seq: int | None, batch_id: str
+) -> dict[str, Any]:
     """The seed's ``/train_layer2`` fields plus ours, as plain JSON values."""
     capa2, capa3, capa4 = result.capa_means
     return {
@@ -37,4 +39,5 @@ def train_answer(result: TrainResult, run_id: str | None, seq: int | None) -> di
         "run_id": run_id,
         "seq": seq,
         "replayed": False,
+        "batch_id": batch_id,
     }

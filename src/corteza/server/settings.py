@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     seed: int | None = Field(default=0, description="torch seed; None leaves torch unseeded")
     lr: float = Field(default=1e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    feedback_lr: float = Field(default=1e-3, gt=0, description="AdamW rate of feedback steps")
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     pos_weight: float | None = Field(default=None, gt=0, description="BCE weight of anomalies")
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -10,6 +10,7 @@ import torch
 
 from corteza.server.device import device_label, device_name, gpu_memory_mb
 from corteza.server.durability import Checkpointer
+from corteza.server.feedback import DendriteFeedback
 from corteza.server.runs import RunBook
 from corteza.server.settings import Settings
 from corteza.server.stats import TrainingStats
@@ -37,7 +38,8 @@ class ServerState:
         runs = RunBook()
         checkpointer = Checkpointer(settings, trainer, stats, runs)
         checkpointer.resume()
-        worker = TrainingWorker(trainer, stats, runs, checkpointer)
+        feedback = DendriteFeedback(trainer, settings.feedback_lr)
+        worker = TrainingWorker(trainer, stats, runs, checkpointer, feedback)
         return cls(settings, trainer, stats, runs, checkpointer, worker)
 
     def statistics(self) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class TrainingStats:
         self._throughput: deque[tuple[int, float]] = deque(maxlen=THROUGHPUT_WINDOW)
         self.feedback_received = 0
         self.feedback_validated = 0
+        self.dendrite_loss: float | None = None  # of the last validated feedback
 
     def record_batch(self, result: TrainResult) -> None:
         with self._lock:
@@ -77,6 +78,7 @@ class TrainingStats:
     _SAVED = (
         "total_samples", "total_batches", "step", "loss_sum", "anomaly_prob_sum",
         "anomalies_detected", "best_loss", "last_loss", "feedback_received", "feedback_validated",
+        "dendrite_loss",
     )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -96,10 +98,12 @@ class TrainingStats:
             self.recent_losses.extend(float(v) for v in data.get("recent_losses", []))
             self.started = time.monotonic() - float(data.get("elapsed_seconds", 0.0))
 
-    def record_feedback(self, validated: bool) -> None:
+    def record_feedback(self, validated: bool, dendrite_loss: float | None = None) -> None:
         with self._lock:
             self.feedback_received += 1
             self.feedback_validated += int(validated)
+            if dendrite_loss is not None:
+                self.dendrite_loss = dendrite_loss
 
     def _success_rate(self) -> float:
         if not self.feedback_received:
@@ -124,6 +128,7 @@ class TrainingStats:
                     "recibido": self.feedback_received,
                     "exitoso": self.feedback_validated,
                     "tasa_exito": self._success_rate(),
+                    "dendrite_loss": self.dendrite_loss,
                 },
                 "step": self.step,
                 "samples_per_second": samples / seconds if seconds > 0 else 0.0,
@@ -143,6 +148,8 @@ class TrainingStats:
             "tendencia": label,
             "anomalias_detectadas": detected,
             "feedback_tasa_exito": rate,
+            "feedback_received": self.feedback_received,
+            "dendrite_loss": self.dendrite_loss,
             "slope": slope,
             "window": min(window, len(recent)),
         }

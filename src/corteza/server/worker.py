@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from corteza.server.answers import train_answer
 from corteza.server.durability import Checkpointer
+from corteza.server.feedback import DendriteFeedback, FeedbackStep
 from corteza.server.runs import RunBook
 from corteza.server.stats import TrainingStats
 from corteza.server.trainer import Diagnosis, Predictions, Trainer
@@ -34,9 +35,15 @@ class TrainingWorker:
     """Runs every job that touches the model on one dedicated thread, in order."""
 
     def __init__(
-        self, trainer: Trainer, stats: TrainingStats, runs: RunBook, checkpointer: Checkpointer
+        self,
+        trainer: Trainer,
+        stats: TrainingStats,
+        runs: RunBook,
+        checkpointer: Checkpointer,
+        feedback: DendriteFeedback,
     ) -> None:
         self.trainer = trainer
+        self.feedback = feedback
         self.stats = stats
         self.runs = runs
         self.checkpointer = checkpointer
@@ -82,7 +89,7 @@ class TrainingWorker:
                     return {**stored, "replayed": True}
             result = self.trainer.train_batch(batch)
             self.stats.record_batch(result)
-            answer = train_answer(result, run_id, seq)
+            answer = train_answer(result, run_id, seq, self.feedback.remember(batch.inputs))
             if run_id is not None and seq is not None:
                 self.runs.record(run_id, seq, answer)
             self.checkpointer.batch_done()
@@ -94,6 +101,22 @@ class TrainingWorker:
         self, batch: Batch, run_id: str | None = None, seq: int | None = None
     ) -> dict[str, Any]:
         return await self.submit_train(batch, run_id, seq)
+
+    async def give_feedback(
+        self, batch_id: str | None, target: list[float], validated: bool, reward: float
+    ) -> tuple[str, FeedbackStep | None]:
+        """Record feedback; a validated one also takes a step on the dendrite head.
+
+        Raises :class:`UnknownBatchError` (nothing recorded) for an unknown batch.
+        """
+
+        def job() -> tuple[str, FeedbackStep | None]:
+            resolved = self.feedback.resolve(batch_id)
+            outcome = self.feedback.step(resolved, target, reward) if validated else None
+            self.stats.record_feedback(validated, None if outcome is None else outcome.loss)
+            return resolved, outcome
+
+        return await self.run(job)
 
     async def checkpoint(self) -> Path | None:
         """Save a checkpoint after the batches already queued."""

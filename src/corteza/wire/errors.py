@@ -30,6 +30,7 @@ class ErrorType(str, Enum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TRAINING_DIVERGED = "training_diverged"
     OUT_OF_ORDER = "out_of_order"
+    UNKNOWN_BATCH = "unknown_batch"
     CHECKPOINTS_DISABLED = "checkpoints_disabled"
     INVALID_CHECKPOINT = "invalid_checkpoint"
     INTERNAL_ERROR = "internal_error"

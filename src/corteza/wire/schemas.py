@@ -50,6 +50,10 @@ class FeedbackRequest(BaseModel):
     ajustes_aplicados: list[float] = Field(description="dendrite adjustments (16 floats)")
     validacion: bool = Field(description="whether the adjustments were validated")
     timestamp: str | None = None
+    batch_id: str | None = Field(
+        default=None, description="the trained batch it refers to; the latest when absent"
+    )
+    reward: float = Field(default=1.0, ge=0.0, le=1.0, description="weight of the feedback step")
 
 
 class PredictRequest(BaseModel):
@@ -90,12 +94,17 @@ class TrainResponse(_Payload):
     run_id: str | None = None
     seq: int | None = None
     replayed: bool = Field(default=False, description="already applied: not trained again")
+    batch_id: str | None = Field(default=None, description="refer to it in feedback")
 
 
 class FeedbackStats(_Payload):
     recibido: int
     exitoso: int
     tasa_exito: float
+    # additions
+    dendrite_loss: float | None = Field(
+        default=None, description="MSE of the dendrite head on the last validated feedback"
+    )
 
 
 class Statistics(_Payload):
@@ -123,6 +132,10 @@ class FeedbackResponse(_Payload):
     validacion: bool
     timestamp: str
     estadisticas: Statistics
+    # additions
+    batch_id: str | None = None
+    applied: bool = Field(default=False, description="a step was taken on the dendrite head")
+    dendrite_loss: float | None = Field(default=None, description="MSE before the step")
 
 
 class StatusResponse(_Payload):
@@ -184,6 +197,8 @@ class MetricsResponse(_Payload):
     anomalias_detectadas: int
     feedback_tasa_exito: float
     # additions
+    feedback_received: int = 0
+    dendrite_loss: float | None = None
     slope: float | None = Field(description="least-squares slope of loss per batch")
     window: int
 

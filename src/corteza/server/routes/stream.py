@@ -8,7 +8,7 @@ Protocol (v1):
 3. client: binary frames, each an ``application/x-corteza-batch`` body with ``seq``
    metadata; at most ``window`` unanswered
 4. server, in seq order: ``{"type": "ack", "seq", "loss", "anomaly_prob", "batch_size",
-   "step", "replayed", "dendrite_adjustments"}``; and ``{"type": "durable", "seq"}``
+   "step", "replayed", "dendrite_adjustments", "batch_id"}``; and ``{"type": "durable", "seq"}``
    once a checkpoint holds every batch up to ``seq``
 5. on a refused batch: ``{"type": "error", "seq", "error", "error_type", "next_seq"}``,
    then the server closes the connection (the client resumes at ``next_seq``)
@@ -65,6 +65,7 @@ def ack(answer: dict[str, Any]) -> dict[str, Any]:
         "step": answer.get("step"),
         "replayed": bool(answer.get("replayed")),
         "dendrite_adjustments": outputs.get("dendrite_adjustments"),
+        "batch_id": answer.get("batch_id"),
     }
 
 

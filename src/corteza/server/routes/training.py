@@ -13,6 +13,7 @@ from corteza.model import ModelConfig
 from corteza.server.answers import now_iso
 from corteza.server.deps import StateDep
 from corteza.server.errors import ApiError
+from corteza.server.feedback import UnknownBatchError
 from corteza.server.openapi import binary_body, error_responses, request_body
 from corteza.server.runs import OutOfOrderError, check_run_id
 from corteza.server.trainer import TrainingDivergedError
@@ -149,10 +150,15 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     "/feedback_dendritas",
     response_model=FeedbackResponse,
     summary="Send dendritic feedback",
-    responses=error_responses(422),
+    responses=error_responses(404, 422),
 )
 async def feedback_dendritas(feedback: FeedbackRequest, state: StateDep) -> FeedbackResponse:
-    """Record feedback on the dendrite adjustments and count it."""
+    """Record feedback; validated feedback also teaches the dendrite head.
+
+    ``ajustes_aplicados`` becomes the regression target of the dendrite head
+    on the inputs of batch ``batch_id`` (the latest when absent, as the
+    seed's client sends none), weighted by ``reward``; nothing else moves.
+    """
     expected = state.trainer.config.dendrite_dim
     if len(feedback.ajustes_aplicados) != expected:
         raise ApiError(
@@ -162,11 +168,19 @@ async def feedback_dendritas(feedback: FeedbackRequest, state: StateDep) -> Feed
         )
     if not all(math.isfinite(v) for v in feedback.ajustes_aplicados):
         raise ApiError(422, "ajustes_aplicados contains NaN or Inf", ErrorType.NON_FINITE_INPUT)
-    state.stats.record_feedback(feedback.validacion)
+    try:
+        batch_id, outcome = await state.worker.give_feedback(
+            feedback.batch_id, feedback.ajustes_aplicados, feedback.validacion, feedback.reward
+        )
+    except UnknownBatchError as exc:
+        raise ApiError(404, str(exc), ErrorType.UNKNOWN_BATCH) from exc
     return FeedbackResponse.model_validate(
         {
             "validacion": feedback.validacion,
             "timestamp": now_iso(),
             "estadisticas": state.statistics(),
+            "batch_id": batch_id,
+            "applied": outcome is not None,
+            "dendrite_loss": None if outcome is None else outcome.loss,
         }
     )

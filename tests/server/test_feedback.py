@@ -1,0 +1,91 @@
+"""Dendritic feedback that learns: validated adjustments teach the dendrite head only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from corteza.client import Client, NotFoundError
+from tests.conftest import TINY, LiveServer
+from tests.helpers import assert_same_model, snapshot_model
+
+TARGET = [0.5, -0.5] * 8
+
+
+def _mse(dendrites: np.ndarray) -> float:
+    return float(((dendrites - np.asarray(TARGET)) ** 2).mean())
+
+
+def test_validated_feedback_moves_the_dendrites_toward_the_target(live_server: LiveServer) -> None:
+    rng = np.random.default_rng(0)
+    X, other = rng.normal(size=(8, TINY.input_dim)), rng.normal(size=(16, TINY.input_dim))
+    with Client(live_server.url) as client:
+        batch_id = client.train_batch(X, [0, 1] * 4).batch_id
+        client.train_batch(other[:4], [1, 0, 1, 0])  # a later batch: feedback names the first
+        before, anomaly_before = client.predict(X), client.predict(other).anomaly_prob
+        for _ in range(120):
+            answer = client.send_feedback(TARGET, validated=True, batch_id=batch_id)
+        after, anomaly_after = client.predict(X), client.predict(other).anomaly_prob
+        stats = client.status().estadisticas.feedback
+        metrics = client.metrics()
+    assert answer.applied is True
+    assert answer.batch_id == batch_id
+    assert _mse(after.dendrites) <= 0.1 * _mse(before.dendrites)  # down by 90% or more
+    # Only the dendrite head moved: the anomaly outputs on other data are unchanged.
+    assert float(np.abs(anomaly_after - anomaly_before).max()) < 1e-6
+    assert stats.recibido == 120
+    assert stats.exitoso == 120
+    assert stats.dendrite_loss is not None and stats.dendrite_loss < 0.05
+    assert metrics.feedback_received == 120
+
+
+def test_reward_weights_the_step(live_server: LiveServer) -> None:
+    X = np.random.default_rng(1).normal(size=(4, TINY.input_dim))
+    with Client(live_server.url) as client:
+        client.train_batch(X, [0, 1, 0, 1])
+        before = snapshot_model(live_server.state)
+        client.send_feedback(TARGET, validated=True, reward=0.0)
+    after = snapshot_model(live_server.state)
+    head = "capa5.dendrites.0.weight"
+    assert np.array_equal(before["weights"][head].numpy(), after["weights"][head].numpy())
+
+
+def test_feedback_without_batch_id_refers_to_the_latest_batch(live_server: LiveServer) -> None:
+    with Client(live_server.url) as client:
+        client.train_batch(np.ones((2, 32)), [0, 1])
+        latest = client.train_batch(np.zeros((2, 32)), [1, 0]).batch_id
+        answer = client.send_feedback(TARGET, validated=True)
+    assert answer.batch_id == latest
+
+
+def test_not_validated_feedback_is_recorded_only(live_server: LiveServer) -> None:
+    with Client(live_server.url) as client:
+        client.train_batch(np.ones((2, 32)), [0, 1])
+        before = snapshot_model(live_server.state)
+        answer = client.send_feedback(TARGET, validated=False)
+    assert answer.applied is False
+    assert answer.estadisticas.feedback.recibido == 1
+    assert answer.estadisticas.feedback.exitoso == 0
+    assert_same_model(before, snapshot_model(live_server.state))
+
+
+def test_an_unknown_batch_is_a_404_and_changes_nothing(live_server: LiveServer) -> None:
+    with Client(live_server.url) as client:
+        client.train_batch(np.ones((2, 32)), [0, 1])
+        before = snapshot_model(live_server.state)
+        with pytest.raises(NotFoundError) as info:
+            client.send_feedback(TARGET, validated=True, batch_id="feedfacecafebeef")
+    assert info.value.status == 404
+    assert str(info.value) == (
+        "Unknown or expired batch_id 'feedfacecafebeef': feedback refers to one of the last "
+        "64 batches"
+    )
+    assert info.value.error_type == "unknown_batch"
+    assert live_server.state.stats.feedback_received == 0
+    assert_same_model(before, snapshot_model(live_server.state))
+
+
+def test_feedback_before_any_batch_is_a_404(live_server: LiveServer) -> None:
+    with Client(live_server.url) as client, pytest.raises(NotFoundError) as info:
+        client.send_feedback(TARGET, validated=True)
+    assert str(info.value) == "No batch trained yet: feedback needs a trained batch"
