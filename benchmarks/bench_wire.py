@@ -64,7 +64,7 @@ def codec_table(batch: int, repeat: int) -> None:
     rows.append(
         ("JSON (seed)", len(json_body),
          best_of(lambda: encode_json_batch(data.X, data.y), repeat),
-         best_of(lambda: parse_train_request(json_body, DIM), repeat))
+         best_of(lambda: parse_train_request(json_body, ModelConfig()), repeat))
     )  # fmt: skip
     for dtype in ("f32", "f16"):
         body = encode_batch(data.X, data.y, dtype=dtype)  # type: ignore[arg-type]

@@ -60,6 +60,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 BACKOFF_BASE = 0.25  # seconds; doubled on each retry
 BACKOFF_MAX = 8.0
 WireFormat = Literal["binary", "json"]
+Targets = tuple["ArrayLike | None", "ArrayLike | None"]  # dendrite, coherence
 
 
 @dataclass(frozen=True)
@@ -146,14 +147,25 @@ class _ClientBase:
         return ConnectError(f"Cannot connect to {self.url}: {exc}")
 
     def _train_call(
-        self, inputs: NDArray[np.float32], labels: NDArray[np.float32], epochs: int
+        self,
+        inputs: NDArray[np.float32],
+        labels: NDArray[np.float32],
+        epochs: int,
+        targets: Targets | None = None,
     ) -> _Call[TrainResponse]:
+        dendrite, coherence = targets or (None, None)
         if self.wire_format == "json":
-            body = encode_json_batch(inputs, labels, epochs=epochs)
+            body = encode_json_batch(
+                inputs, labels, epochs=epochs, dendrite_target=dendrite,
+                coherence_target=coherence,
+            )  # fmt: skip
             content_type = "application/json"
         else:
             try:
-                body = encode_batch(inputs, labels, epochs=epochs, dtype=self.wire_dtype)
+                body = encode_batch(
+                    inputs, labels, epochs=epochs, dtype=self.wire_dtype,
+                    dendrite_target=dendrite, coherence_target=coherence,
+                )  # fmt: skip
             except BatchError as exc:
                 raise invalid_data(exc) from exc
             content_type = BATCH_CONTENT_TYPE
@@ -287,14 +299,25 @@ class Client(_ClientBase):
         return self._run(_Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
 
     def train_batch(
-        self, inputs: ArrayLike, labels: ArrayLike, *, epochs: int = 1
+        self,
+        inputs: ArrayLike,
+        labels: ArrayLike,
+        *,
+        epochs: int = 1,
+        dendrite_target: ArrayLike | None = None,
+        coherence_target: ArrayLike | None = None,
     ) -> TrainResponse:
-        """Train on one batch: ``inputs`` (B, D) or (B, T, D), ``labels`` (B,) of 0/1."""
+        """Train on one batch: ``inputs`` (B, D) or (B, T, D), ``labels`` (B,) of 0/1.
+
+        Optional ``dendrite_target`` (B, 16) and ``coherence_target`` (B, 64)
+        add the MSE of those heads to the loss; ``head_losses`` reports each.
+        """
         if self.check:
             x, y = preflight_batch(inputs, labels, self.input_dim(), epochs)
         else:
             x, y = np.asarray(inputs, np.float32), np.asarray(labels, np.float32)
-        return self._run(self._train_call(x, y, epochs))
+        targets = (dendrite_target, coherence_target)
+        return self._run(self._train_call(x, y, epochs, targets))
 
     def predict(self, inputs: ArrayLike) -> Predictions:
         """Outputs per sample, without training (``POST /v1/predict``)."""
@@ -409,13 +432,20 @@ class AsyncClient(_ClientBase):
         return await self._run(_Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
 
     async def train_batch(
-        self, inputs: ArrayLike, labels: ArrayLike, *, epochs: int = 1
+        self,
+        inputs: ArrayLike,
+        labels: ArrayLike,
+        *,
+        epochs: int = 1,
+        dendrite_target: ArrayLike | None = None,
+        coherence_target: ArrayLike | None = None,
     ) -> TrainResponse:
         if self.check:
             x, y = preflight_batch(inputs, labels, await self.input_dim(), epochs)
         else:
             x, y = np.asarray(inputs, np.float32), np.asarray(labels, np.float32)
-        return await self._run(self._train_call(x, y, epochs))
+        targets = (dendrite_target, coherence_target)
+        return await self._run(self._train_call(x, y, epochs, targets))
 
     async def predict(self, inputs: ArrayLike) -> Predictions:
         dim = await self.input_dim() if self.check else 0

@@ -42,15 +42,28 @@ def invalid_data(exc: Exception) -> InvalidDataError:
     return InvalidDataError(f"Malformed input_data: {exc}", error_type="invalid_request")
 
 
-def encode_json_batch(inputs: ArrayLike, labels: ArrayLike, *, epochs: int = 1) -> bytes:
-    """The seed's ``/train_layer2`` JSON body for a batch."""
+def encode_json_batch(
+    inputs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epochs: int = 1,
+    dendrite_target: ArrayLike | None = None,
+    coherence_target: ArrayLike | None = None,
+) -> bytes:
+    """The seed's ``/train_layer2`` JSON body for a batch (targets per sample, if any)."""
     rows = np.asarray(inputs, dtype=np.float32).tolist()
     label_list = [int(v) if float(v).is_integer() else float(v) for v in np.asarray(labels).ravel()]
     if len(rows) != len(label_list):
         raise ValueError(f"got {len(rows)} samples but {len(label_list)} labels")
-    samples = [
+    samples: list[dict[str, object]] = [
         {"input_data": row, "anomaly_label": label}
         for row, label in zip(rows, label_list, strict=True)
     ]
+    for name, target in (("dendrite_target", dendrite_target),
+                         ("coherence_target", coherence_target)):  # fmt: skip
+        if target is not None:
+            for sample, values in zip(samples, np.asarray(target, np.float32).tolist(),
+                                      strict=True):  # fmt: skip
+                sample[name] = values
     # NaN/Inf go out as JSON's non-standard literals so the server names the sample.
     return json.dumps({"samples": samples, "epochs": epochs}).encode()

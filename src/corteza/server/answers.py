@@ -40,4 +40,5 @@ def train_answer(
         "seq": seq,
         "replayed": False,
         "batch_id": batch_id,
+        "head_losses": result.head_losses,
     }

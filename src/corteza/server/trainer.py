@@ -51,6 +51,7 @@ class TrainResult:
     capa_means: tuple[float, float, float]  # mean activation of Capa2, Capa3, Capa4
     step: int  # optimizer steps taken since the run began, after this batch
     seconds: float  # wall time of the training work
+    head_losses: dict[str, float | None] | None = None  # per head, last step
 
     @property
     def loss(self) -> float:
@@ -98,7 +99,10 @@ class Trainer:
         self.model = CortezaCognitiva(self.config).to(self.device)
         self.model.train()
         self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)
-        self.loss_weights = LossWeights()
+        self.loss_weights = LossWeights(
+            settings.loss_weight_anomaly, settings.loss_weight_dendrite,
+            settings.loss_weight_coherence,
+        )  # fmt: skip
         self.step = 0
         self.parameter_count = count_parameters(self.model)
         self.trainable_count = count_parameters(self.model, trainable_only=True)
@@ -133,6 +137,12 @@ class Trainer:
         started = time.perf_counter()
         inputs = self._to_device(batch.inputs)
         labels = self._to_device(batch.labels)
+        dendrite_target = None
+        if batch.dendrite_target is not None:
+            dendrite_target = self._to_device(batch.dendrite_target)
+        coherence_target = None
+        if batch.coherence_target is not None:
+            coherence_target = self._to_device(batch.coherence_target)
         losses: list[float] = []
         output: CortezaOutput | None = None
         self.model.train()
@@ -141,8 +151,10 @@ class Trainer:
             with self._autocast():
                 output = self.model(inputs)
                 terms = corteza_loss(
-                    output, labels, weights=self.loss_weights, pos_weight=self.settings.pos_weight
-                )
+                    output, labels, dendrite_target=dendrite_target,
+                    coherence_target=coherence_target, weights=self.loss_weights,
+                    pos_weight=self.settings.pos_weight,
+                )  # fmt: skip
             loss = float(terms.total.detach())
             if not np.isfinite(loss):
                 raise TrainingDivergedError(
@@ -156,6 +168,11 @@ class Trainer:
             self.step += 1
             losses.append(loss)
         assert output is not None  # epochs >= 1 is validated upstream
+        head_losses = {
+            "anomaly": float(terms.anomaly.detach()),
+            "dendrite": None if terms.dendrite is None else float(terms.dendrite.detach()),
+            "coherence": None if terms.coherence is None else float(terms.coherence.detach()),
+        }
         probabilities = anomaly_probability(output).detach().float().cpu().numpy()
         return TrainResult(
             batch_size=batch.size,
@@ -171,6 +188,7 @@ class Trainer:
             ),
             step=self.step,
             seconds=time.perf_counter() - started,
+            head_losses=head_losses,
         )
 
     @contextlib.contextmanager

@@ -37,6 +37,7 @@ from corteza.wire.validation import (
     batch_from_rows,
     dimension_mismatch,
     inputs_from_rows,
+    targets_from_rows,
     validate_batch,
     validate_inputs,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "encode_batch",
     "error_body",
     "inputs_from_rows",
+    "targets_from_rows",
     "validate_batch",
     "validate_inputs",
 ]

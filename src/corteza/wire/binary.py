@@ -42,7 +42,7 @@ otherwise be dropped silently.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -251,6 +251,11 @@ def decode_batch(
         name: _target(read(name), name, (batch.size, width)) if name in entries else None
         for name, width in ((DENDRITE_TARGET, dendrite_dim), (COHERENCE_TARGET, coherence_dim))
     }
+    batch = replace(
+        batch,
+        dendrite_target=targets[DENDRITE_TARGET],
+        coherence_target=targets[COHERENCE_TARGET],
+    )
     return DecodedBatch(
         batch=batch,
         wire_dtype=_WIRE_DTYPES[entries[INPUTS].dtype],

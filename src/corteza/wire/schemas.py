@@ -28,6 +28,12 @@ class Sample(BaseModel):
         description="D floats, or T lists of D floats for a sequence"
     )
     anomaly_label: float = Field(description="0 (normal) or 1 (anomaly)")
+    dendrite_target: list[float] | None = Field(
+        default=None, description="optional regression target of the dendrite head (16)"
+    )
+    coherence_target: list[float] | None = Field(
+        default=None, description="optional regression target of the coherence head (64)"
+    )
 
 
 class TrainRequest(BaseModel):
@@ -95,6 +101,9 @@ class TrainResponse(_Payload):
     seq: int | None = None
     replayed: bool = Field(default=False, description="already applied: not trained again")
     batch_id: str | None = Field(default=None, description="refer to it in feedback")
+    head_losses: dict[str, float | None] | None = Field(
+        default=None, description="anomaly / dendrite / coherence loss of the last step"
+    )
 
 
 class FeedbackStats(_Payload):

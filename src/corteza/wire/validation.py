@@ -24,6 +24,9 @@ class Batch:
     inputs: NDArray[np.float32]  # (B, D) or (B, T, D)
     labels: NDArray[np.float32]  # (B,) of 0.0 / 1.0
     epochs: int = 1
+    # Regression targets of the dendrite / coherence heads; a NaN row means "no target".
+    dendrite_target: NDArray[np.float32] | None = None  # (B, 16)
+    coherence_target: NDArray[np.float32] | None = None  # (B, 64)
 
     @property
     def size(self) -> int:
@@ -158,3 +161,27 @@ def _steps_words(steps: int) -> str:
     if steps == 0:
         return "a flat row"
     return "1 time step" if steps == 1 else f"{steps} time steps"
+
+
+def targets_from_rows(
+    rows: Sequence[Sequence[float] | None], *, name: str, width: int
+) -> NDArray[np.float32] | None:
+    """Per-sample optional targets -> ``(B, width)`` with NaN rows where absent."""
+    if all(row is None for row in rows):
+        return None
+    out = np.full((len(rows), width), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        if len(row) != width:
+            raise BatchError(
+                f"{name} must have {width} values, got {len(row)} (sample {i})",
+                ErrorType.INVALID_REQUEST, i,
+            )  # fmt: skip
+        with np.errstate(over="ignore"):
+            out[i] = np.asarray(row, dtype=np.float32)
+        if not np.isfinite(out[i]).all():
+            raise BatchError(
+                f"Non-finite {name}: sample {i} contains NaN or Inf", ErrorType.NON_FINITE_INPUT, i
+            )
+    return out

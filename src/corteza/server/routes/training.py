@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +27,7 @@ from corteza.wire import (
     TrainRequest,
     TrainResponse,
     batch_from_rows,
+    targets_from_rows,
 )
 from corteza.wire.binary import BATCH_CONTENT_TYPE, decode_batch
 
@@ -54,7 +56,7 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower() or JSON_CONTENT_TYPE
 
 
-def parse_train_request(body: bytes, input_dim: int) -> Incoming:
+def parse_train_request(body: bytes, config: ModelConfig) -> Incoming:
     """JSON bytes -> validated batch. Runs in the threadpool, never on the loop."""
     try:
         request = TrainRequest.model_validate_json(body)
@@ -64,9 +66,20 @@ def parse_train_request(body: bytes, input_dim: int) -> Incoming:
         batch = batch_from_rows(
             [s.input_data for s in request.samples],
             [s.anomaly_label for s in request.samples],
-            input_dim=input_dim,
+            input_dim=config.input_dim,
             epochs=request.epochs,
         )
+        batch = replace(
+            batch,
+            dendrite_target=targets_from_rows(
+                [s.dendrite_target for s in request.samples], name="dendrite_target",
+                width=config.dendrite_dim,
+            ),
+            coherence_target=targets_from_rows(
+                [s.coherence_target for s in request.samples], name="coherence_target",
+                width=config.coherence_dim,
+            ),
+        )  # fmt: skip
     except BatchError as exc:
         raise ApiError.from_batch_error(exc) from exc
     return batch, request.run_id, request.seq
@@ -85,7 +98,6 @@ def parse_binary_request(body: bytes, config: ModelConfig) -> Incoming:
         if exc.error_type in _UNREADABLE:
             raise ApiError(400, exc.message, exc.error_type) from exc
         raise ApiError.from_batch_error(exc) from exc
-    # The trainer does not use dendrite/coherence targets yet; they are validated and dropped.
     return decoded.batch, decoded.run_id, decoded.seq
 
 
@@ -93,7 +105,7 @@ def parse_train_body(body: bytes, content_type: str, config: ModelConfig) -> Inc
     if content_type == BATCH_CONTENT_TYPE:
         incoming = parse_binary_request(body, config)
     else:
-        incoming = parse_train_request(body, config.input_dim)
+        incoming = parse_train_request(body, config)
     _, run_id, seq = incoming
     if (run_id is None) != (seq is None):
         raise ApiError(422, "run_id and seq go together: send both or neither",
