@@ -43,9 +43,10 @@ class LiveServer:
         return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]
 
 
-def start_server(settings: Settings) -> LiveServer:
+def start_server(settings: Settings, port: int | None = None) -> LiveServer:
+    """Serve ``settings`` on ``port`` (default: a free one; a fixed one restarts a server there)."""
     app = create_app(settings)
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

@@ -26,38 +26,16 @@ from corteza.client import (
     iter_batches,
     make_dataset,
 )
-from corteza.client import stream as stream_module
+from corteza.client import channel as channel_module
+from corteza.client.channel import websocket_url
 from corteza.client.fit import BatchReport, fit
+from corteza.client.resume import Backoff, Batches
 from corteza.client.settings import follow_saved_server, save_server
-from corteza.client.stream import Backoff, StreamingTrainer, _Batches, websocket_url
-from corteza.server import Settings, create_app
-from tests.conftest import TINY, LiveServer, stop_server
+from corteza.client.stream import StreamingTrainer
+from corteza.server import Settings
+from tests.conftest import TINY, LiveServer, start_server, stop_server
 
 FAST = Backoff(first=0.05, maximum=0.2)  # retry quickly: these servers are on loopback
-
-
-def start(
-    settings: Settings, port: int | None = None, *, ws: str = "auto", asgi: Any = None
-) -> LiveServer:
-    """conftest's ``start_server``, on a chosen port (to restart a server where it was).
-
-    ``asgi`` wraps the app (its state stays readable through the LiveServer).
-    """
-    app = create_app(settings)
-    port = port or free_port()
-    config = uvicorn.Config(
-        app if asgi is None else asgi(app), host="127.0.0.1", port=port, log_level="warning",
-        ws=ws,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    return LiveServer(app, f"http://127.0.0.1:{port}", server, thread)
 
 
 @pytest.fixture
@@ -106,7 +84,7 @@ class Events:
 
 
 def test_batches_are_regenerated_exactly_as_iter_batches_gives_them(data: Dataset) -> None:
-    batches = _Batches(data.X, data.y, 16, 7, 3)
+    batches = Batches(data.X, data.y, 16, 7, 3)
     expected = [
         pair for epoch in range(3)
         for pair in iter_batches(data.X, data.y, batch_size=16, seed=7, epoch=epoch)
@@ -187,11 +165,11 @@ def test_the_window_is_never_exceeded(
     servers: list[LiveServer], data: Dataset,
 ) -> None:  # fmt: skip
     settings = Settings(model=TINY, seed=0, lr=1e-3, stream_window=largest)
-    servers.append(live := start(settings))
+    servers.append(live := start_server(settings))
     seen: list[int] = []
-    real_connect = stream_module.connect
+    real_connect = channel_module.connect
     monkeypatch.setattr(
-        stream_module, "connect", lambda *a, **k: CountingConnection(real_connect(*a, **k), seen)
+        channel_module, "connect", lambda *a, **k: CountingConnection(real_connect(*a, **k), seen)
     )
     with Client(live.url) as client:
         trainer = StreamingTrainer(client, data.X, data.y, batch_size=4, window=asked)
@@ -268,7 +246,7 @@ def _restart_later(
 
     def later() -> None:
         time.sleep(0.3)
-        servers.append(start(settings, port))
+        servers.append(start_server(settings, port))
         if then is not None:
             then(servers[-1])
 
@@ -281,7 +259,7 @@ def test_a_run_survives_a_server_restart(
     checkpoints: Settings, servers: list[LiveServer], data: Dataset
 ) -> None:
     port = free_port()
-    servers.append(first := start(checkpoints, port))
+    servers.append(first := start_server(checkpoints, port))
     events = Events()
     restarts: list[threading.Thread] = []
 
@@ -309,7 +287,7 @@ def test_a_server_that_lost_the_run_gets_it_again(
 ) -> None:
     port = free_port()
     settings = Settings(model=TINY, seed=0, lr=1e-3)  # no checkpoints: a restart forgets
-    servers.append(first := start(settings, port))
+    servers.append(first := start_server(settings, port))
     events = Events()
     stopped: list[threading.Thread] = []
 
@@ -334,7 +312,7 @@ def test_a_new_url_is_picked_up_from_the_saved_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("CORTEZA_CONFIG_DIR", str(tmp_path / "config"))
-    servers.append(first := start(checkpoints))
+    servers.append(first := start_server(checkpoints))
     save_server(first.url, token=None)
     events = Events()
     moved: list[threading.Thread] = []
@@ -391,10 +369,14 @@ def refusing_websockets(app: ASGIApp) -> ASGIApp:
     ids=["upgrade-refused", "no-websocket-support"],
 )
 def test_a_server_without_the_stream_gets_one_request_per_batch(
-    ws: str, asgi: Any, status: int, servers: list[LiveServer], data: Dataset
-) -> None:
-    settings = Settings(model=TINY, seed=0, lr=1e-3)
-    servers.append(live := start(settings, ws=ws, asgi=asgi))
+    ws: str, asgi: Any, status: int, servers: list[LiveServer], data: Dataset,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    config = uvicorn.Config  # conftest's start_server, its app behind `asgi`, on uvicorn's `ws`
+    monkeypatch.setattr(
+        uvicorn, "Config", lambda app, **k: config(app if asgi is None else asgi(app), ws=ws, **k)
+    )
+    servers.append(live := start_server(Settings(model=TINY, seed=0, lr=1e-3)))
     events = Events()
     with Client(live.url) as client:
         summary = fit(client, data.X, data.y, batch_size=4, epochs=2, on_event=events)

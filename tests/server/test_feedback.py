@@ -85,7 +85,10 @@ def test_an_unknown_batch_is_a_404_and_changes_nothing(live_server: LiveServer) 
     assert_same_model(before, snapshot_model(live_server.state))
 
 
-def test_feedback_before_any_batch_is_a_404(live_server: LiveServer) -> None:
-    with Client(live_server.url) as client, pytest.raises(NotFoundError) as info:
-        client.send_feedback(TARGET, validated=True)
-    assert str(info.value) == "No batch trained yet: feedback needs a trained batch"
+def test_feedback_before_any_batch_is_recorded_only(live_server: LiveServer) -> None:
+    before = snapshot_model(live_server.state)
+    with Client(live_server.url) as client:
+        answer = client.send_feedback(TARGET, validated=True)
+    assert (answer.batch_id, answer.applied) == (None, False)
+    assert answer.estadisticas.feedback.recibido == 1
+    assert_same_model(before, snapshot_model(live_server.state))

@@ -91,7 +91,7 @@ def test_feedback_is_counted(http: httpx.Client) -> None:
         json={"ajustes_aplicados": adjustments, "validacion": False, "timestamp": "now"},
     )
     feedback = second.json()["estadisticas"]["feedback"]
-    assert feedback == {"recibido": 2, "exitoso": 1, "tasa_exito": 0.5}
+    assert feedback == {"recibido": 2, "exitoso": 1, "tasa_exito": 0.5, "dendrite_loss": None}
     assert http.get("/metricas").json()["feedback_tasa_exito"] == 0.5
 
 

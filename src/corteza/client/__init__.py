@@ -28,8 +28,9 @@ from corteza.client.errors import (
 from corteza.client.local import LocalServer, free_port
 from corteza.client.metrics import roc_auc
 from corteza.client.payloads import encode_json_batch
+from corteza.client.resume import Backoff
 from corteza.client.settings import SavedServer, load_saved_server, save_server
-from corteza.client.stream import Backoff, StreamingTrainer
+from corteza.client.stream import StreamingTrainer
 from corteza.client.synthetic import RECIPES, make_dataset
 
 __all__ = [

@@ -20,41 +20,36 @@ found without restarting the run.
 
 from __future__ import annotations
 
-import json
 import logging
-import ssl
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, ValidationError
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidMessage,
-    InvalidStatus,
-    InvalidURI,
-    WebSocketException,
-)
-from websockets.sync.client import ClientConnection, connect
+from pydantic import ValidationError
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
-from corteza._version import __version__
-from corteza.client.client import RETRY_STATUSES, Client, M, _Call, _parse
-from corteza.client.config import DEFAULT_CONNECT_TIMEOUT
-from corteza.client.datasets import batch_order
-from corteza.client.errors import (
-    ConnectError,
-    OutOfOrderError,
-    ProtocolError,
-    TransportError,
-    parse_error,
+from corteza.client.channel import (
+    GATEWAY_STATUSES,
+    NoWebSocketError,
+    ResyncError,
+    UnreachableError,
+    Welcome,
+    auth_headers,
+    client_token,
+    describe,
+    open_stream,
+    raise_error,
+    receive,
+    say_hello,
 )
+from corteza.client.client import Client, M, _Call, _parse
+from corteza.client.errors import ConnectError, OutOfOrderError, ProtocolError, TransportError
 from corteza.client.fit import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FEEDBACK_EVERY,
@@ -67,10 +62,10 @@ from corteza.client.fit import (
     window_mean,
 )
 from corteza.client.payloads import invalid_data, preflight_batch
+from corteza.client.resume import Backoff, Batches
 from corteza.client.settings import Locator, follow_saved_server
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
-    PROTOCOL_VERSION,
     BatchError,
     HealthResponse,
     TrainResponse,
@@ -80,95 +75,7 @@ from corteza.wire import (
 
 logger = logging.getLogger(__name__)
 
-STREAM_PATH = "/v1/train/stream"
-WELCOME_TIMEOUT = 30.0  # seconds for the server to answer hello
-PING_INTERVAL = 20.0  # keepalive: a tunnel that dies silently is noticed within ~40 s
-CLOSE_TIMEOUT = 5.0
 MAX_RESYNCS = 5  # out-of-order answers in a row, with no batch acknowledged between
-# Gateways in front of a server that is down or restarting (Cloudflare's 52x included).
-GATEWAY_STATUSES = RETRY_STATUSES | frozenset(range(520, 531))
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Waits between attempts to reach the server: ``first`` seconds, doubling up to ``maximum``."""
-
-    first: float = 0.5
-    maximum: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        return float(min(self.maximum, self.first * 2 ** min(attempt, 30)))
-
-
-class _Welcome(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    protocol: str
-    run_id: str
-    next_seq: int
-    window: int
-    input_dim: int
-
-
-class _UnreachableError(Exception):
-    """The server cannot be reached now: wait, then try again."""
-
-
-class _NoWebSocketError(Exception):
-    """The server answered, but not with a WebSocket: send one request per batch."""
-
-
-class _ResyncError(Exception):
-    """The server expects another seq: reconnect at once and resume from its next_seq."""
-
-
-class _Batches:
-    """The batches of a run by global seq, regenerated on demand from (seed, epoch)."""
-
-    def __init__(
-        self, X: NDArray[np.float32], y: NDArray[np.float32], batch_size: int, seed: int,
-        epochs: int,
-    ) -> None:  # fmt: skip
-        self.X, self.y = X, y
-        self.n = len(X)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.per_epoch = -(-self.n // batch_size)
-        self.total = self.per_epoch * epochs
-        self._epoch = -1
-        self._order: NDArray[np.int64] | None = None
-
-    def epoch(self, seq: int) -> int:
-        return seq // self.per_epoch
-
-    def size(self, seq: int) -> int:
-        start = (seq % self.per_epoch) * self.batch_size
-        return min(self.batch_size, self.n - start)
-
-    def get(self, seq: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Batch ``seq``: the same rows :func:`~corteza.client.datasets.iter_batches` gives."""
-        epoch, index = divmod(seq, self.per_epoch)
-        if epoch != self._epoch or self._order is None:
-            self._order = batch_order(self.n, seed=self.seed, epoch=epoch)
-            self._epoch = epoch
-        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return np.asarray(self.X[idx], dtype=np.float32), np.asarray(self.y[idx], dtype=np.float32)
-
-
-def websocket_url(url: str) -> str:
-    """``http(s)://host[/prefix]`` -> ``ws(s)://host[/prefix]/v1/train/stream``."""
-    base = url.rstrip("/")
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :] + STREAM_PATH
-    if base.startswith("http://"):
-        return "ws://" + base[len("http://") :] + STREAM_PATH
-    return base + STREAM_PATH
-
-
-def client_token(client: Client) -> str | None:
-    """The bearer token ``client`` sends, if any."""
-    header = client._headers.get("Authorization", "")
-    return header.removeprefix("Bearer ") or None
 
 
 class StreamingTrainer:
@@ -229,7 +136,7 @@ class StreamingTrainer:
         self.locate = locate or follow_saved_server(client.url, client_token(client))
         self.summary = FitSummary(transport=transport)
         self.max_in_flight = 0  # the most batches ever sent and not yet answered
-        self._batches = _Batches(X, y, batch_size, seed, epochs)
+        self._batches = Batches(X, y, batch_size, seed, epochs)
         self._input_dim: int | None = None
         self._counted = 0  # batches 0.._counted-1 are trained and in the summary
         self._stopping = False  # until_loss reached: send nothing more
@@ -261,7 +168,7 @@ class StreamingTrainer:
                     self._stream(url, token)
                 else:
                     self._rest(url, token)
-            except _NoWebSocketError as exc:
+            except NoWebSocketError as exc:
                 self._probe(url, token)
                 self.transport = "rest"
                 self._event(
@@ -269,12 +176,12 @@ class StreamingTrainer:
                     f"WebSocket unavailable at {url} ({exc}): falling back to one request "
                     "per batch",
                 )
-            except _ResyncError as exc:
+            except ResyncError as exc:
                 self._resyncs += 1
                 if self._resyncs > MAX_RESYNCS:
                     raise ProtocolError(f"{url} keeps refusing the batches' order: {exc}") from exc
                 logger.info("resynchronising run %s: %s", self.run_id, exc)
-            except _UnreachableError as exc:
+            except UnreachableError as exc:
                 self._wait(url, str(exc))
         self.summary.seconds = time.perf_counter() - self._started
         self.summary.run_id = self.run_id
@@ -310,7 +217,7 @@ class StreamingTrainer:
     # ------------------------------------------------------------ WebSocket
 
     def _stream(self, url: str, token: str | None) -> None:
-        with self._open(url, token) as ws:
+        with open_stream(url, token) as ws:
             welcome = self._handshake(ws)
             window = max(1, min(self.window, welcome.window))
             start = self._resume_at(welcome.next_seq, window)
@@ -334,84 +241,19 @@ class StreamingTrainer:
                         self.max_in_flight = max(self.max_in_flight, len(in_flight))
                     if not in_flight:
                         return
-                    self._handle(self._receive(ws), in_flight)
+                    self._handle(receive(ws), in_flight)
                     self._pending = len(in_flight)
             except (ConnectionClosed, OSError) as exc:
                 self._pending = len(in_flight)
-                raise _UnreachableError(_describe(exc)) from exc
+                raise UnreachableError(describe(exc)) from exc
 
-    def _open(self, url: str, token: str | None) -> ClientConnection:
-        try:
-            return connect(
-                websocket_url(url), additional_headers=_auth(token),
-                user_agent_header=f"corteza/{__version__}", compression=None,
-                open_timeout=DEFAULT_CONNECT_TIMEOUT, ping_interval=PING_INTERVAL,
-                ping_timeout=PING_INTERVAL, close_timeout=CLOSE_TIMEOUT,
-            )  # fmt: skip
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in GATEWAY_STATUSES:
-                raise _UnreachableError(f"HTTP {status}") from exc
-            if status == 401:
-                raise parse_error(status, _json_or_none(exc.response.body)) from exc
-            raise _NoWebSocketError(f"HTTP {status}") from exc
-        except InvalidURI as exc:
-            raise ProtocolError(f"{url} is not a URL a WebSocket can reach: {exc}") from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise ConnectError(f"Cannot connect to {url}: {exc}") from exc
-        except InvalidMessage as exc:
-            if isinstance(exc.__cause__, EOFError):  # closed mid-handshake: going down?
-                raise _UnreachableError(_describe(exc.__cause__)) from exc
-            raise _NoWebSocketError(_describe(exc.__cause__ or exc)) from exc
-        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-            raise _UnreachableError(_describe(exc)) from exc
-        except WebSocketException as exc:
-            raise _NoWebSocketError(_describe(exc)) from exc
-
-    def _handshake(self, ws: ClientConnection) -> _Welcome:
-        hello = {
-            "type": "hello", "protocol": PROTOCOL_VERSION, "run_id": self.run_id,
-            "window": self.window,
-        }  # fmt: skip
-        try:
-            ws.send(json.dumps(hello))
-            message = self._receive(ws, timeout=WELCOME_TIMEOUT)
-        except TimeoutError as exc:
-            raise _UnreachableError(f"no answer to hello in {WELCOME_TIMEOUT:.0f} s") from exc
-        except (ConnectionClosed, OSError) as exc:
-            raise _UnreachableError(_describe(exc)) from exc
-        if message.get("type") == "error":
-            self._raise(message)
-        try:
-            welcome = _Welcome.model_validate(message)
-        except ValidationError as exc:
-            raise ProtocolError(f"unexpected answer to hello: {exc}") from exc
-        if welcome.protocol.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
-            raise ProtocolError(
-                f"the server speaks protocol {welcome.protocol}, this client {PROTOCOL_VERSION}"
-            )
-        if self.run_id is not None and welcome.run_id != self.run_id:
-            raise ProtocolError(f"asked for run {self.run_id}, the server opened {welcome.run_id}")
+    def _handshake(self, ws: ClientConnection) -> Welcome:
+        welcome = say_hello(ws, self.run_id, self.window)
         self.run_id = welcome.run_id
         self._answered = True
         self._input_dim = welcome.input_dim
         self._check_width(welcome.input_dim)
         return welcome
-
-    @staticmethod
-    def _receive(ws: ClientConnection, timeout: float | None = None) -> dict[str, Any]:
-        data = ws.recv(timeout=timeout)
-        if isinstance(data, bytes):
-            raise ProtocolError("the server sent a binary message; expected JSON")
-        try:
-            message = json.loads(data)
-        except ValueError as exc:
-            raise ProtocolError(
-                f"the server sent a message that is not JSON: {data[:80]!r}"
-            ) from exc
-        if not isinstance(message, dict):
-            raise ProtocolError(f"the server sent {data[:80]!r}; expected a JSON object")
-        return message
 
     def _handle(self, message: dict[str, Any], in_flight: deque[int]) -> None:
         kind = message.get("type")
@@ -430,17 +272,9 @@ class StreamingTrainer:
             if isinstance(seq, int):
                 self.summary.durable_seq = max(seq, self.summary.durable_seq or -1)
         elif kind == "error":
-            self._raise(message)
+            raise_error(message)
         else:
             logger.debug("ignoring a %r message from the server", kind)
-
-    def _raise(self, message: dict[str, Any]) -> None:
-        error_type = str(message.get("error_type") or "unknown")
-        if error_type == "out_of_order":
-            raise _ResyncError(str(message.get("error")))
-        if error_type == "unsupported_protocol":
-            raise ProtocolError(str(message.get("error")))
-        raise parse_error(500 if error_type == "internal_error" else 422, message)
 
     # ------------------------------------------------------------ one request per batch
 
@@ -448,9 +282,9 @@ class StreamingTrainer:
         """Is a corteza server there, without the stream (or is the tunnel gone)?"""
         call = _Call(HealthResponse, "GET", "/health", idempotent=True)
         try:
-            response = self.client._http.get(url + call.path, headers=_auth(token))
+            response = self.client._http.get(url + call.path, headers=auth_headers(token))
         except httpx.HTTPError as exc:
-            raise _UnreachableError(_describe(exc)) from exc
+            raise UnreachableError(describe(exc)) from exc
         self._answer(call, response, url)
 
     def _answer(self, call: _Call[M], response: httpx.Response, url: str) -> M:
@@ -459,20 +293,20 @@ class StreamingTrainer:
         Before any corteza answer in this run it means a wrong URL, and is raised.
         """
         if response.status_code in GATEWAY_STATUSES:
-            raise _UnreachableError(f"HTTP {response.status_code}")
+            raise UnreachableError(f"HTTP {response.status_code}")
         try:
             result = _parse(call, response, url)
         except ProtocolError as exc:
             if not self._answered:
                 raise
-            raise _UnreachableError(str(exc)) from exc
+            raise UnreachableError(str(exc)) from exc
         self._answered = True
         return result
 
     def _rest(self, url: str, token: str | None) -> None:
         if self.run_id is None:
             self.run_id = uuid.uuid4().hex  # no hello to get one from the server
-        headers = {"Content-Type": BATCH_CONTENT_TYPE, **_auth(token)}
+        headers = {"Content-Type": BATCH_CONTENT_TYPE, **auth_headers(token)}
         call = _Call(TrainResponse, "POST", "/train_layer2", idempotent=False)
         seq = self._counted
         while not self._done():
@@ -482,7 +316,7 @@ class StreamingTrainer:
                     f"{url}/train_layer2", content=body, headers=headers
                 )
             except httpx.HTTPError as exc:
-                raise _UnreachableError(_describe(exc)) from exc
+                raise UnreachableError(describe(exc)) from exc
             try:
                 answer = self._answer(call, response, url)
             except OutOfOrderError as exc:
@@ -563,14 +397,14 @@ class StreamingTrainer:
         improved = self._reference_loss is None or ack.loss < self._reference_loss
         url = self._url
         call = self.client._feedback_call(ack.dendrite_adjustments, improved)
-        headers = {**call.headers, **_auth(self._token)}
+        headers = {**call.headers, **auth_headers(self._token)}
         try:
             response = self.client._http.request(
                 call.method, url + call.path, content=call.content, headers=headers
             )
             _parse(call, response, url)
         except httpx.HTTPError as exc:
-            self._event("warning", f"feedback not sent: {_describe(exc)}")
+            self._event("warning", f"feedback not sent: {describe(exc)}")
             return
         except TransportError as exc:
             self._event("warning", f"feedback not sent: {exc}")
@@ -594,27 +428,3 @@ class StreamingTrainer:
         width = int(self._batches.X.shape[-1])
         if self.client.check and width != input_dim:
             raise invalid_data(dimension_mismatch(input_dim, width))
-
-
-def _auth(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _json_or_none(body: bytes | bytearray | None) -> Any:
-    try:
-        return json.loads(body or b"")
-    except ValueError:
-        return None
-
-
-CLOSE_REASONS = {1001: "the server is going away", 1012: "the server is restarting"}
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionClosed):
-        code = exc.rcvd.code if exc.rcvd is not None else None
-        if code in CLOSE_REASONS:
-            return CLOSE_REASONS[code]
-        return "the connection dropped" + ("" if code is None else f" (close code {code})")
-    text = str(exc).strip()
-    return text or type(exc).__name__

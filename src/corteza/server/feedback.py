@@ -58,12 +58,10 @@ class DendriteFeedback:
             self._bytes -= dropped.nbytes
         return batch_id
 
-    def resolve(self, batch_id: str | None) -> str:
-        """The batch feedback refers to: the one named, or the latest."""
+    def resolve(self, batch_id: str | None) -> str | None:
+        """The batch feedback refers to: the one named, or the latest (None before any)."""
         if batch_id is None:
-            if not self._memory:
-                raise UnknownBatchError("No batch trained yet: feedback needs a trained batch")
-            return next(reversed(self._memory))
+            return next(reversed(self._memory)) if self._memory else None
         if batch_id not in self._memory:
             raise UnknownBatchError(
                 f"Unknown or expired batch_id {batch_id[:40]!r}: feedback refers to one of "

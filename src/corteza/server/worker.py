@@ -104,15 +104,19 @@ class TrainingWorker:
 
     async def give_feedback(
         self, batch_id: str | None, target: list[float], validated: bool, reward: float
-    ) -> tuple[str, FeedbackStep | None]:
+    ) -> tuple[str | None, FeedbackStep | None]:
         """Record feedback; a validated one also takes a step on the dendrite head.
 
         Raises :class:`UnknownBatchError` (nothing recorded) for an unknown batch.
+        Before any batch, feedback without a ``batch_id`` is recorded only, as
+        the seed's server did.
         """
 
-        def job() -> tuple[str, FeedbackStep | None]:
+        def job() -> tuple[str | None, FeedbackStep | None]:
             resolved = self.feedback.resolve(batch_id)
-            outcome = self.feedback.step(resolved, target, reward) if validated else None
+            outcome = None
+            if validated and resolved is not None:
+                outcome = self.feedback.step(resolved, target, reward)
             self.stats.record_feedback(validated, None if outcome is None else outcome.loss)
             return resolved, outcome
 
