@@ -404,3 +404,21 @@ def test_a_url_that_is_not_corteza_is_an_error_not_a_wait(tmp_path: Path, data: 
     assert str(error.value) == (
         f"{url}/health answered HTTP 404 without corteza's error body; is this a corteza server?"
     )
+
+
+def test_streamed_feedback_names_the_acknowledged_batch(live_server: LiveServer) -> None:
+    """With a window in flight, "the latest batch" is not the one the ack is about."""
+    data = make_dataset(64, input_dim=TINY.input_dim, seed=5)
+    seen: list[str | None] = []
+    original = live_server.state.worker.feedback.resolve
+
+    def spy(batch_id: str | None) -> str | None:
+        seen.append(batch_id)
+        return original(batch_id)
+
+    live_server.state.worker.feedback.resolve = spy  # type: ignore[method-assign]
+    with Client(live_server.url) as client:
+        summary = fit(client, data.X, data.y, batch_size=4, feedback_every=2, window=4)
+    assert summary.feedback_sent == 8
+    assert len(seen) == 8
+    assert all(isinstance(batch_id, str) for batch_id in seen)

@@ -45,6 +45,7 @@ class Ack(BaseModel):
     step: int | None = None
     replayed: bool = False
     dendrite_adjustments: list[float] | None = None
+    batch_id: str | None = None  # what feedback on this batch refers to
 
     @classmethod
     def from_response(cls, response: TrainResponse) -> Ack:
@@ -52,6 +53,7 @@ class Ack(BaseModel):
             seq=response.seq, loss=response.loss, anomaly_prob=response.outputs.anomaly_prob,
             batch_size=response.batch_size, step=response.step, replayed=response.replayed,
             dendrite_adjustments=response.outputs.dendrite_adjustments,
+            batch_id=response.batch_id,
         )  # fmt: skip
 
 
@@ -192,7 +194,9 @@ def _fit_plain(
             summary.anomaly_probs.append(response.outputs.anomaly_prob)
             if feedback_every and summary.batches % feedback_every == 0:
                 improved = reference_loss is None or response.loss < reference_loss
-                client.send_feedback(response.outputs.dendrite_adjustments, improved)
+                client.send_feedback(
+                    response.outputs.dendrite_adjustments, improved, batch_id=response.batch_id
+                )
                 summary.feedback_sent += 1
                 summary.feedback_validated += int(improved)
                 reference_loss = response.loss

@@ -49,7 +49,13 @@ from corteza.client.channel import (
     say_hello,
 )
 from corteza.client.client import Client, M, _Call, _parse
-from corteza.client.errors import ConnectError, OutOfOrderError, ProtocolError, TransportError
+from corteza.client.errors import (
+    ConnectError,
+    NotFoundError,
+    OutOfOrderError,
+    ProtocolError,
+    TransportError,
+)
 from corteza.client.fit import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FEEDBACK_EVERY,
@@ -396,7 +402,8 @@ class StreamingTrainer:
             return
         improved = self._reference_loss is None or ack.loss < self._reference_loss
         url = self._url
-        call = self.client._feedback_call(ack.dendrite_adjustments, improved)
+        # The ack's own batch: with a window in flight, "the latest" is another one.
+        call = self.client._feedback_call(ack.dendrite_adjustments, improved, ack.batch_id)
         headers = {**call.headers, **auth_headers(self._token)}
         try:
             response = self.client._http.request(
@@ -406,7 +413,7 @@ class StreamingTrainer:
         except httpx.HTTPError as exc:
             self._event("warning", f"feedback not sent: {describe(exc)}")
             return
-        except TransportError as exc:
+        except (TransportError, NotFoundError) as exc:  # NotFound: a restarted server forgot it
             self._event("warning", f"feedback not sent: {exc}")
             return
         self.summary.feedback_sent += 1
