@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from corteza.client import make_dataset, save_dataset
@@ -159,3 +160,20 @@ def test_a_url_that_is_not_corteza_is_one_line(tmp_path: Path, data_file: Path) 
         f"error: {url}/info answered HTTP 404 without corteza's error body; "
         "is this a corteza server?"
     )
+
+
+def test_predict_scores_a_file_without_training(
+    live_server: LiveServer, data_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "preds.npz"
+    result = corteza("predict", str(data_file), "--server", live_server.url, "--out", str(out),
+                     "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["samples"] == 120
+    assert 0.0 <= summary["roc_auc"] <= 1.0
+    with np.load(out) as saved:
+        assert saved["anomaly_prob"].shape == (120,)
+        assert saved["dendrites"].shape == (120, 16)
+        assert saved["coherence"].shape == (120, 64)
+    assert live_server.state.stats.total_batches == 0  # nothing trained

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corteza._version import __version__
-from corteza.cli import checkpoints, connect, inspect, make_data, serve, train
+from corteza.cli import checkpoints, connect, inspect, make_data, predict, serve, train
 
 app = typer.Typer(
     name="corteza",
@@ -19,6 +19,7 @@ app.command("demo")(train.demo)
 app.command("train")(train.train)
 app.command("make-data")(make_data.make_data)
 app.command("connect")(connect.connect)
+app.command("predict")(predict.predict)
 app.command("pull")(checkpoints.pull)
 app.command("push")(checkpoints.push)
 for _command in (inspect.status, inspect.info, inspect.metrics, inspect.diagnose, inspect.feedback):

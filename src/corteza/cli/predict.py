@@ -1,0 +1,59 @@
+"""``corteza predict DATA``: the model's outputs per sample, without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from corteza.cli.common import (
+    DebugOption,
+    JsonOption,
+    ServerOption,
+    TokenOption,
+    clear_errors,
+    print_json,
+)
+from corteza.client import Client, open_dataset
+from corteza.client.config import resolve_url
+from corteza.client.metrics import roc_auc
+
+CHUNK = 1024  # samples per request
+
+
+def predict(
+    data: Path = typer.Argument(..., help="Data file (.json, .npz, .npy, .csv); labels optional."),
+    out: Path | None = typer.Option(None, help="Write anomaly_prob, dendrites, coherence here."),
+    server: str | None = ServerOption, token: str | None = TokenOption,
+    as_json: bool = JsonOption, debug: bool = DebugOption,
+) -> None:  # fmt: skip
+    """Score DATA with the server's model (eval mode; weights and statistics untouched)."""
+    with clear_errors(debug):
+        dataset = open_dataset(data)
+        with Client(resolve_url(server), token=token) as client:
+            parts = [
+                client.predict(dataset.X[i : i + CHUNK]) for i in range(0, len(dataset), CHUNK)
+            ]
+        probs = np.concatenate([p.anomaly_prob for p in parts])
+        if out is not None:
+            np.savez(
+                out, anomaly_prob=probs, dendrites=np.concatenate([p.dendrites for p in parts]),
+                coherence=np.concatenate([p.coherence for p in parts]),
+            )  # fmt: skip
+    labels = dataset.y
+    auc = roc_auc(labels, probs) if 0 < labels.sum() < len(labels) else None
+    result = {
+        "samples": len(probs), "mean_anomaly_prob": float(probs.mean()),
+        "predicted_anomalies": int((probs > 0.5).sum()), "roc_auc": auc,
+        "out": None if out is None else str(out),
+    }  # fmt: skip
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(
+            f"{result['samples']} samples: mean anomaly probability "
+            f"{result['mean_anomaly_prob']:.3f}, {result['predicted_anomalies']} above 0.5"
+            + ("" if auc is None else f", ROC-AUC {auc:.3f} against the file's labels")
+            + ("" if out is None else f"; wrote {out}")
+        )
