@@ -85,7 +85,7 @@ class Checkpointer:
         self._batches_since = 0
         self._last_time = time.monotonic()
         logger.info("checkpoint saved: %s (%.2f s)", path, time.perf_counter() - started)
-        durable = {r["run_id"]: r["next_seq"] - 1 for r in self.runs.to_json() if r["next_seq"]}
+        durable = {run: seq - 1 for run, seq in self.runs.next_seqs().items() if seq}
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -102,7 +102,7 @@ class Checkpointer:
         self._restore(loaded.state)
         logger.info("continuing from the uploaded checkpoint at step %d", self.trainer.step)
         self.save()
-        return {r["run_id"]: r["next_seq"] for r in self.runs.to_json()}
+        return self.runs.next_seqs()
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.trainer.step = int(state.get("step", 0))

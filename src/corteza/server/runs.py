@@ -106,6 +106,11 @@ class RunBook:
             while len(run.answers) > STORED_ANSWERS:
                 run.answers.popitem(last=False)
 
+    def next_seqs(self) -> dict[str, int]:
+        """``run_id -> next_seq`` of every run, without serialising their answers."""
+        with self._lock:
+            return {run_id: run.next_seq for run_id, run in self._runs.items()}
+
     def to_json(self) -> list[dict[str, Any]]:
         with self._lock:
             return [run.to_json() for run in self._runs.values()]

@@ -46,7 +46,7 @@ async def save_checkpoint(state: StateDep) -> dict[str, Any]:
         "status": "saved",
         "checkpoint": path.name,
         "step": state.trainer.step,
-        "runs": {r["run_id"]: r["next_seq"] for r in state.runs.to_json()},
+        "runs": state.runs.next_seqs(),
     }
 
 
