@@ -60,6 +60,7 @@ def start_server(settings: Settings, port: int | None = None) -> LiveServer:
 
 
 def stop_server(live: LiveServer) -> None:
+    live.state.events.close()  # ends open event streams, which would hold up the shutdown
     live.server.should_exit = True
     live.thread.join(timeout=30)
 

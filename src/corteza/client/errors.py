@@ -12,7 +12,11 @@
     │   │   ├── InvalidBatchError   bad samples: width, NaN/Inf, labels, empty, ragged
     │   │   │   └── DimensionMismatchError
     │   │   ├── OutOfOrderError     a batch ahead of its run (exactly-once); see next_seq
-    │   │   └── NotFoundError
+    │   │   ├── NotFoundError
+    │   │   ├── UnauthorizedError   401: no token, or not this server's
+    │   │   ├── ForbiddenError      400/403: a Host or Origin the server does not serve
+    │   │   ├── RequestTimeoutError 408: the body arrived too slowly
+    │   │   └── PayloadTooLargeError 413: body, batch or sequence over the server's limit
     │   ├── TrainingDivergedError   the loss became NaN/Inf; the step was not applied
     │   └── InternalServerError     5xx
     └── InvalidDataError            (also ValueError) local data refused before sending
@@ -86,6 +90,27 @@ class NotFoundError(InvalidRequestError):
     """The route or resource does not exist."""
 
 
+class UnauthorizedError(InvalidRequestError):
+    """401: the server needs a token, or refused the one sent."""
+
+    HINT = "pass --token TOKEN or run `corteza connect URL --token TOKEN`"
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.HINT})"
+
+
+class ForbiddenError(InvalidRequestError):
+    """The server refused the request's Host name (400) or Origin (403)."""
+
+
+class RequestTimeoutError(InvalidRequestError):
+    """408: the request body arrived too slowly and was cut off."""
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """413: the body, the batch or a sequence is over the server's limit."""
+
+
 class TrainingDivergedError(ServerError):
     """The loss became NaN or Inf; that step was not applied."""
 
@@ -115,6 +140,13 @@ _BY_TYPE: dict[str, type[ServerError]] = {
     "out_of_order": OutOfOrderError,
     "training_diverged": TrainingDivergedError,
     "internal_error": InternalServerError,
+    "unauthorized": UnauthorizedError,
+    "invalid_host": ForbiddenError,
+    "forbidden_origin": ForbiddenError,
+    "request_timeout": RequestTimeoutError,
+    "payload_too_large": PayloadTooLargeError,
+    "batch_too_large": PayloadTooLargeError,
+    "sequence_too_long": PayloadTooLargeError,
 }
 
 

@@ -34,6 +34,15 @@ class ErrorType(str, Enum):
     CHECKPOINTS_DISABLED = "checkpoints_disabled"
     INVALID_CHECKPOINT = "invalid_checkpoint"
     INTERNAL_ERROR = "internal_error"
+    NOT_ACCEPTABLE = "not_acceptable"
+    EXPORT_UNAVAILABLE = "export_unavailable"
+    UNAUTHORIZED = "unauthorized"
+    INVALID_HOST = "invalid_host"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    REQUEST_TIMEOUT = "request_timeout"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    BATCH_TOO_LARGE = "batch_too_large"
+    SEQUENCE_TOO_LONG = "sequence_too_long"
 
 
 class ErrorBody(BaseModel):
