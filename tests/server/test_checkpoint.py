@@ -15,14 +15,13 @@ import torch
 import corteza.server.checkpoint as checkpoint_module
 from corteza.model import CortezaCognitiva, ModelConfig, corteza_loss
 from corteza.server.checkpoint import (
-    CheckpointError,
     ResumeReport,
     list_checkpoints,
     load_latest,
     save_checkpoint,
-    validate_model_tensors,
     verify_checkpoint,
 )
+from corteza.server.checkpoint_fit import CheckpointError, validate_model_tensors
 
 TINY = ModelConfig.tiny()
 STATE = {"config": TINY.to_dict(), "run_id": "run-1", "next_seq": 7, "stats": {"loss": [0.5]}}

@@ -12,6 +12,7 @@ A checkpoint is one directory ``<root>/ckpt-<step:012d>-<unix_ms>/``:
 - ``MANIFEST.json``: ``{"format": 1, "files": {name: {"sha256", "bytes"}}}``, written last.
 
 Nothing is read back except safetensors and JSON, so a checkpoint carries data, never code.
+Whether one fits the live model and optimizer is :mod:`corteza.server.checkpoint_fit`'s call.
 
 Writes go into ``<root>/.tmp-<uuid4>/``; each file and the directory are fsynced, the directory
 is renamed to its final name and ``<root>`` is fsynced. A crash leaves either the previous
@@ -34,7 +35,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,22 +43,28 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from corteza.server.checkpoint_fit import (
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    CheckpointError,
+    cpu_copies,
+    flatten_optimizer_state,
+    optimizer_state_dict,
+    validate_model_tensors,
+)
+
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
 MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
-STATE_FILE = "state.json"
 MANIFEST_FILE = "MANIFEST.json"
 _DATA_FILES = (MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE)
 _CHECKPOINT_NAME = re.compile(r"ckpt-(\d{12,})-(\d+)")
 _TMP_PREFIX = ".tmp-"
-_SHOWN = 3  # problems listed per kind before "and N more"
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used: incomplete, corrupted, or made for another model."""
+StateCheck = Callable[[dict[str, Any]], None]  # raises CheckpointError for a state it refuses
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ def save_checkpoint(
     if step < 0:
         raise ValueError(f"step must be non-negative, got {step}")
     optimizer_state = optimizer.state_dict()
-    optimizer_tensors, optimizer_values = _flatten_optimizer_state(optimizer_state["state"])
+    optimizer_tensors, optimizer_values = flatten_optimizer_state(optimizer_state["state"])
     document = {
         "format": FORMAT,
         "step": step,
@@ -122,7 +129,7 @@ def save_checkpoint(
     tmp = root / f"{_TMP_PREFIX}{uuid.uuid4()}"
     tmp.mkdir()
     try:
-        save_file(_cpu_copies(model.state_dict()), str(tmp / MODEL_FILE))
+        save_file(cpu_copies(model.state_dict()), str(tmp / MODEL_FILE))
         save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
         save_file(_rng_tensors(), str(tmp / RNG_FILE))
         (tmp / STATE_FILE).write_text(state_text, encoding="utf-8")
@@ -194,19 +201,23 @@ def verify_checkpoint(path: Path) -> None:
 
 
 def load_latest(
-    root: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    root: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    check_state: StateCheck | None = None,
 ) -> ResumeReport:
     """Restore the newest checkpoint that verifies and fits; report the ones skipped.
 
     A skipped checkpoint changes nothing: the model, optimizer and RNG are touched only once
-    every check on a checkpoint has passed.
+    every check on a checkpoint has passed, ``check_state`` (on the caller's dict) included.
     """
     if root.is_dir():
         _remove_leftovers(root)
     skipped: list[tuple[Path, str]] = []
     for path in list_checkpoints(root):
         try:
-            loaded = _load(path, model, optimizer)
+            loaded = _load(path, model, optimizer, check_state)
         except CheckpointError as exc:
             logger.warning("skipping checkpoint %s: %s", path, exc)
             skipped.append((path, str(exc)))
@@ -216,42 +227,23 @@ def load_latest(
     return ResumeReport(None, skipped)
 
 
-def validate_model_tensors(tensors: Mapping[str, torch.Tensor], model: torch.nn.Module) -> None:
-    """Raise CheckpointError naming missing, unexpected and mismatched tensors."""
-    expected = model.state_dict()
-    missing = [name for name in expected if name not in tensors]
-    unexpected = sorted(name for name in tensors if name not in expected)
-    shapes: list[str] = []
-    dtypes: list[str] = []
-    for name, want in expected.items():
-        got = tensors.get(name)
-        if got is None:
-            continue
-        if got.shape != want.shape:
-            shapes.append(f"{name} is {list(got.shape)}, the model has {list(want.shape)}")
-        elif got.dtype != want.dtype:
-            dtypes.append(f"{name} is {_dtype(got)}, the model has {_dtype(want)}")
-    problems: list[str] = []
-    for label, names in (("missing tensors", missing), ("unexpected tensors", unexpected)):
-        if names:
-            more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
-            problems.append(f"{label}: {', '.join(names[:_SHOWN])}{more}")
-    for label, items in (("shape mismatch", shapes), ("dtype mismatch", dtypes)):
-        problems.extend(f"{label}: {item}" for item in items[:_SHOWN])
-        if len(items) > _SHOWN:
-            problems.append(f"and {len(items) - _SHOWN} more {label}es")
-    if problems:
-        raise CheckpointError("checkpoint does not fit this model: " + "; ".join(problems))
-
-
 def load_checkpoint(
-    path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    check_state: StateCheck | None = None,
 ) -> LoadedCheckpoint:
     """Verify one checkpoint and restore it; nothing changes unless every check passes."""
-    return _load(path, model, optimizer)
+    return _load(path, model, optimizer, check_state)
 
 
-def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LoadedCheckpoint:
+def _load(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    check_state: StateCheck | None,
+) -> LoadedCheckpoint:
     verify_checkpoint(path)
     document = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     if not (
@@ -262,10 +254,12 @@ def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
         and isinstance(document.get("optimizer"), dict)
     ):
         raise CheckpointError(f"{STATE_FILE} is not a format-{FORMAT} checkpoint state")
+    if check_state is not None:
+        check_state(document["state"])
     model_tensors = _read_tensors(path / MODEL_FILE)
     validate_model_tensors(model_tensors, model)
     try:
-        optimizer_state = _optimizer_state(
+        optimizer_state = optimizer_state_dict(
             document["optimizer"], _read_tensors(path / OPTIMIZER_FILE), optimizer
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -275,75 +269,28 @@ def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
     if set(names) != set(rng) or any(rng[name].dtype != torch.uint8 for name in names):
         raise CheckpointError(f"{RNG_FILE} does not hold rng.cpu (and rng.cuda.<i>) as uint8")
     cpu_rng, *cuda_rng = (rng[name] for name in names)
-    # Every check has passed: from here on nothing is expected to fail halfway.
-    model.load_state_dict(model_tensors, strict=True)
+    restore_cuda = torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_rng)
+    used = [("cpu", cpu_rng), *((f"cuda:{i}", t) for i, t in enumerate(cuda_rng) if restore_cuda)]
+    for device, rng_state in used:
+        try:  # on a throwaway generator: the same checks as the real one, without effect
+            torch.Generator(device=device).set_state(rng_state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{RNG_FILE} holds an unusable {device} RNG state: {exc}"
+            ) from exc
+    # Every check has passed. The optimizer goes first: should it still refuse, the model
+    # is untouched (loading a model whose names, shapes and dtypes match cannot fail).
     try:
         optimizer.load_state_dict(optimizer_state)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"optimizer state does not fit: {exc}") from exc
+    model.load_state_dict(model_tensors, strict=True)
     torch.set_rng_state(cpu_rng)
-    if cuda_rng and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_rng):
+    if cuda_rng and restore_cuda:
         torch.cuda.set_rng_state_all(cuda_rng)
     elif cuda_rng:
         logger.warning("not restoring the CUDA RNG: saved for %d device(s)", len(cuda_rng))
     return LoadedCheckpoint(path, document["step"], document["state"])
-
-
-def _optimizer_state(
-    saved: dict[str, Any], tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Rebuild ``optimizer.state_dict()`` from the flattened tensors and state.json."""
-    kind = type(optimizer).__name__
-    if saved["type"] != kind:
-        raise CheckpointError(f"optimizer state is for {saved['type']}, this optimizer is {kind}")
-    live = optimizer.param_groups
-    sizes = [len(group["params"]) for group in saved["param_groups"]]
-    live_sizes = [len(group["params"]) for group in live]
-    if sizes != live_sizes:
-        raise CheckpointError(
-            f"optimizer state does not fit: parameter groups of sizes {sizes}, "
-            f"this optimizer has {live_sizes}"
-        )
-    # JSON turned tuples (AdamW's betas) into lists; give back the optimizer's own types.
-    groups = [
-        {
-            k: tuple(v) if isinstance(v, list) and isinstance(now.get(k), tuple) else v
-            for k, v in group.items()
-        }
-        for group, now in zip(saved["param_groups"], live, strict=True)
-    ]
-    count = sum(live_sizes)
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in tensors.items():
-        prefix, index, key = [*name.split(".", 2), "", ""][:3]
-        if prefix != "state" or not index.isdigit() or int(index) >= count or not key:
-            raise CheckpointError(f"{OPTIMIZER_FILE} has an unexpected tensor {name}")
-        state.setdefault(int(index), {})[key] = tensor
-    for index, values in saved["values"].items():
-        state.setdefault(int(index), {}).update(values)
-    return {"state": state, "param_groups": groups}
-
-
-def _flatten_optimizer_state(
-    state: Mapping[int, Mapping[str, Any]],
-) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
-    tensors: dict[str, torch.Tensor] = {}
-    values: dict[str, dict[str, Any]] = {}
-    for index, entries in state.items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value
-            else:
-                values.setdefault(str(index), {})[key] = value
-    return _cpu_copies(tensors), values
-
-
-def _cpu_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # Fresh contiguous tensors: safetensors refuses views and tensors that share storage.
-    return {
-        name: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-        for name, t in tensors.items()
-    }
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -352,7 +299,7 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         for i, rng_state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng_state
-    return _cpu_copies(tensors)
+    return cpu_copies(tensors)
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -418,7 +365,3 @@ def _prune(root: Path, keep: int, newest: Path) -> None:
             logger.warning("could not remove old checkpoint %s", path, exc_info=True)
         else:
             logger.info("removed old checkpoint %s", path)
-
-
-def _dtype(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")

@@ -9,6 +9,7 @@ Only the training worker's thread changes it; the lock keeps readers whole.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -57,11 +58,16 @@ class Run:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
-        answers = OrderedDict((int(seq), answer) for seq, answer in data.get("answers", []))
-        return cls(
-            check_run_id(str(data["run_id"])), int(data["next_seq"]),
-            [int(s) for s in data.get("applied", [])], answers,
-        )  # fmt: skip
+        """What :meth:`to_json` wrote; ValueError or TypeError for anything else."""
+        pairs = [(seq, answer) for seq, answer in data.get("answers", [])]
+        applied = list(data.get("applied", []))
+        seqs = [data["next_seq"], *applied, *(seq for seq, _ in pairs)]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seqs):
+            raise ValueError(f"run {data['run_id']!r:.70}: seqs must be non-negative integers")
+        if not all(isinstance(answer, dict) for _, answer in pairs):
+            raise ValueError(f"run {data['run_id']!r:.70}: stored answers must be objects")
+        json.dumps(pairs, allow_nan=False)  # replayed as they are: they must be strict JSON
+        return cls(check_run_id(str(data["run_id"])), data["next_seq"], applied, OrderedDict(pairs))
 
 
 class RunBook:

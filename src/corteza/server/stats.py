@@ -5,6 +5,7 @@ The worker thread writes, request handlers read; one lock keeps snapshots whole.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -89,14 +90,31 @@ class TrainingStats:
             data["elapsed_seconds"] = time.monotonic() - self.started
             return data
 
+    _OPTIONAL = frozenset({"best_loss", "last_loss", "dendrite_loss"})
+    _FLOATS = frozenset({"loss_sum", "anomaly_prob_sum"})
+
     def load_json(self, data: dict[str, Any]) -> None:
+        """Restore what :meth:`to_json` saved; ValueError, nothing restored, for a value
+        of the wrong kind (the counters are served as they are)."""
+        saved = {name: data[name] for name in self._SAVED if name in data}
+        recent = list(data.get("recent_losses", []))
+        elapsed = data.get("elapsed_seconds", 0.0)
+        for name, value in [*saved.items(), ("elapsed_seconds", elapsed)]:
+            if value is None and name in self._OPTIONAL:
+                continue
+            if name in self._OPTIONAL | self._FLOATS or name == "elapsed_seconds":
+                if not _is_finite(value):
+                    raise ValueError(f"stats.{name} must be a finite number, got {value!r:.40}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"stats.{name} must be a count, got {value!r:.40}")
+        if not all(_is_finite(v) for v in recent):
+            raise ValueError("stats.recent_losses must hold finite numbers")
         with self._lock:
-            for name in self._SAVED:
-                if name in data:
-                    setattr(self, name, data[name])
+            for name, value in saved.items():
+                setattr(self, name, value)
             self.recent_losses.clear()
-            self.recent_losses.extend(float(v) for v in data.get("recent_losses", []))
-            self.started = time.monotonic() - float(data.get("elapsed_seconds", 0.0))
+            self.recent_losses.extend(float(v) for v in recent)
+            self.started = time.monotonic() - float(elapsed)
 
     def record_feedback(self, validated: bool, dendrite_loss: float | None = None) -> None:
         with self._lock:
@@ -153,3 +171,7 @@ class TrainingStats:
             "slope": slope,
             "window": min(window, len(recent)),
         }
+
+
+def _is_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
