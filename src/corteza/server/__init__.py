@@ -1,6 +1,15 @@
 """The training server: FastAPI app, training worker, statistics."""
 
 from corteza.server.app import create_app
+from corteza.server.background import BackgroundServer, ServerStartError, serve_in_background
 from corteza.server.settings import Settings
+from corteza.server.tunnel import TunnelError
 
-__all__ = ["Settings", "create_app"]
+__all__ = [
+    "BackgroundServer",
+    "ServerStartError",
+    "Settings",
+    "TunnelError",
+    "create_app",
+    "serve_in_background",
+]
