@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from corteza.server.checkpoint import load_checkpoint, load_latest, save_checkpoint
+from corteza.server.checkpoint_fit import CheckpointError
+from corteza.server.events import EventBus
 from corteza.server.runs import RunBook
 from corteza.server.settings import Settings
 from corteza.server.stats import TrainingStats
@@ -30,9 +32,15 @@ class Checkpointer:
     """Saves every N batches or T seconds, on demand and at shutdown; resumes at start."""
 
     def __init__(
-        self, settings: Settings, trainer: Trainer, stats: TrainingStats, runs: RunBook
+        self,
+        settings: Settings,
+        trainer: Trainer,
+        stats: TrainingStats,
+        runs: RunBook,
+        events: EventBus | None = None,
     ) -> None:
         self.settings = settings
+        self.events = events
         self.trainer = trainer
         self.stats = stats
         self.runs = runs
@@ -70,10 +78,13 @@ class Checkpointer:
         due = self._batches_since >= self.settings.checkpoint_every or (
             time.monotonic() - self._last_time >= self.settings.checkpoint_seconds
         )
-        return self.save() if due and self.enabled else None
+        return self.save("interval") if due and self.enabled else None
 
-    def save(self) -> Path | None:
-        """Write a checkpoint now (on the worker's thread) and tell the listeners."""
+    def save(self, reason: str = "request") -> Path | None:
+        """Write a checkpoint now (on the worker's thread) and tell the listeners.
+
+        ``reason`` (interval, request, shutdown, upload) goes into ``checkpoint_saved``.
+        """
         if self.root is None:
             return None
         started = time.perf_counter()
@@ -84,7 +95,14 @@ class Checkpointer:
         self.last_path = path
         self._batches_since = 0
         self._last_time = time.monotonic()
-        logger.info("checkpoint saved: %s (%.2f s)", path, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        logger.info("checkpoint saved: %s (%.2f s)", path, seconds)
+        if self.events is not None:
+            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            self.events.publish(
+                "checkpoint_saved", step=self.trainer.step, name=path.name, bytes=size,
+                seconds=seconds, reason=reason,
+            )  # fmt: skip
         durable = {run: seq - 1 for run, seq in self.runs.next_seqs().items() if seq}
         with self._lock:
             listeners = list(self._listeners)
@@ -98,10 +116,13 @@ class Checkpointer:
         Raises :class:`~corteza.server.checkpoint.CheckpointError` and changes
         nothing when it does not verify or does not fit this model.
         """
-        loaded = load_checkpoint(path, model=self.trainer.model, optimizer=self.trainer.optimizer)
+        loaded = load_checkpoint(
+            path, model=self.trainer.model, optimizer=self.trainer.optimizer,
+            check_state=check_state,
+        )  # fmt: skip
         self._restore(loaded.state)
         logger.info("continuing from the uploaded checkpoint at step %d", self.trainer.step)
-        self.save()
+        self.save("upload")
         return self.runs.next_seqs()
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -114,7 +135,10 @@ class Checkpointer:
         if self.root is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        report = load_latest(self.root, model=self.trainer.model, optimizer=self.trainer.optimizer)
+        report = load_latest(
+            self.root, model=self.trainer.model, optimizer=self.trainer.optimizer,
+            check_state=check_state,
+        )  # fmt: skip
         self.skipped = report.skipped
         if report.loaded is None:
             logger.info("%s in %s: starting fresh", report.describe(), self.root)
@@ -122,3 +146,16 @@ class Checkpointer:
         self._restore(report.loaded.state)
         self.last_path = report.loaded.path
         logger.info("%s: %d samples trained so far", report.describe(), self.stats.total_samples)
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """Raise CheckpointError unless ``state`` (what :meth:`Checkpointer.state` wrote) restores
+    whole; run before the checkpoint touches the model."""
+    try:
+        step = state.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        TrainingStats().load_json(state.get("stats", {}))
+        RunBook().load_json(state.get("runs", []))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"state.json has a malformed state section: {exc!s:.200}") from exc

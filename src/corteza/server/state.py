@@ -10,11 +10,14 @@ import torch
 
 from corteza.server.device import device_label, device_name, gpu_memory_mb
 from corteza.server.durability import Checkpointer
+from corteza.server.events import EventBus, TrainingEvents
 from corteza.server.feedback import DendriteFeedback
+from corteza.server.prometheus import ServerMetrics
 from corteza.server.runs import RunBook
 from corteza.server.settings import Settings
 from corteza.server.stats import TrainingStats
 from corteza.server.trainer import Trainer
+from corteza.server.webhooks import WebhookSender
 from corteza.server.worker import TrainingWorker
 
 MODEL_NAME = "CortezaCognitiva"
@@ -28,6 +31,10 @@ class ServerState:
     runs: RunBook
     checkpointer: Checkpointer
     worker: TrainingWorker
+    events: EventBus
+    training_events: TrainingEvents
+    metrics: ServerMetrics
+    webhooks: WebhookSender
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -36,11 +43,30 @@ class ServerState:
         trainer = Trainer(settings)
         stats = TrainingStats()
         runs = RunBook()
-        checkpointer = Checkpointer(settings, trainer, stats, runs)
+        events = EventBus()
+        checkpointer = Checkpointer(settings, trainer, stats, runs, events)
         checkpointer.resume()
+        training_events = TrainingEvents(
+            events, margin=settings.notify_margin, loss_below=settings.notify_loss_below,
+            stall_seconds=settings.stall_minutes * 60, best_loss=stats.best_loss,
+        )  # fmt: skip
         feedback = DendriteFeedback(trainer, settings.feedback_lr)
-        worker = TrainingWorker(trainer, stats, runs, checkpointer, feedback)
-        return cls(settings, trainer, stats, runs, checkpointer, worker)
+        worker = TrainingWorker(trainer, stats, runs, checkpointer, feedback, training_events)
+        metrics = ServerMetrics(stats, worker, trainer)
+        secret = settings.webhook_secret
+        webhooks = WebhookSender(
+            settings.webhooks, secret=None if secret is None else secret.get_secret_value(),
+            fmt=settings.webhook_format,
+        )  # fmt: skip
+        events.add_listener(metrics.on_event)
+        if settings.webhooks:
+            events.add_listener(webhooks.on_event)
+            webhooks.start()
+        training_events.start()
+        return cls(
+            settings, trainer, stats, runs, checkpointer, worker, events, training_events,
+            metrics, webhooks,
+        )  # fmt: skip
 
     def statistics(self) -> dict[str, Any]:
         """The seed's ``estadisticas`` block, device fields included."""
@@ -60,4 +86,9 @@ class ServerState:
         return torch.cuda.is_available()
 
     def close(self) -> None:
+        """Finish the work queued, stop the watchers, deliver the last webhooks."""
         self.worker.shutdown()
+        self.training_events.close()
+        if self.settings.webhooks:
+            self.webhooks.close()
+        self.events.close()

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from corteza.server.answers import train_answer
 from corteza.server.durability import Checkpointer
+from corteza.server.events import TrainingEvents
 from corteza.server.feedback import DendriteFeedback, FeedbackStep
 from corteza.server.runs import RunBook
 from corteza.server.stats import TrainingStats
@@ -41,8 +42,10 @@ class TrainingWorker:
         runs: RunBook,
         checkpointer: Checkpointer,
         feedback: DendriteFeedback,
+        events: TrainingEvents | None = None,
     ) -> None:
         self.trainer = trainer
+        self.events = events
         self.feedback = feedback
         self.stats = stats
         self.runs = runs
@@ -92,6 +95,8 @@ class TrainingWorker:
             answer = train_answer(result, run_id, seq, self.feedback.remember(batch.inputs))
             if run_id is not None and seq is not None:
                 self.runs.record(run_id, seq, answer)
+            if self.events is not None:
+                self.events.batch_trained(result, answer)
             self.checkpointer.batch_done()
             return answer
 
@@ -117,7 +122,10 @@ class TrainingWorker:
             outcome = None
             if validated and resolved is not None:
                 outcome = self.feedback.step(resolved, target, reward)
-            self.stats.record_feedback(validated, None if outcome is None else outcome.loss)
+            loss = None if outcome is None else outcome.loss
+            self.stats.record_feedback(validated, loss)
+            if self.events is not None:
+                self.events.feedback(resolved, validated, reward, loss, self.stats)
             return resolved, outcome
 
         return await self.run(job)
@@ -135,5 +143,5 @@ class TrainingWorker:
     def shutdown(self) -> None:
         """Finish the jobs queued, save a checkpoint, stop the thread."""
         if self.checkpointer.enabled:
-            self._executor.submit(self.checkpointer.save)
+            self._executor.submit(self.checkpointer.save, "shutdown")
         self._executor.shutdown(wait=True)
