@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from typing import Any
 
 import torch
 
 from corteza.server.state import ServerState
+
+
+def corteza(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m corteza ARGS`` as a real subprocess, no stdin, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "corteza", *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
 
 
 def samples(n: int, dim: int, *, seed: int = 0, label: int | None = None) -> list[dict[str, Any]]:

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from corteza.client import make_dataset, save_dataset
 from tests.conftest import TINY, LiveServer
-
-
-def corteza(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corteza", *args],
-        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def data_file(tmp_path: Path) -> Path:
-    path = tmp_path / "data.npz"
-    save_dataset(make_dataset(120, input_dim=TINY.input_dim, seed=1), path)
-    return path
+from tests.helpers import corteza
 
 
 def test_train_prints_one_json_result(live_server: LiveServer, data_file: Path) -> None:

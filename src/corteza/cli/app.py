@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corteza._version import __version__
-from corteza.cli import checkpoints, connect, inspect, make_data, predict, serve, train
+from corteza.cli import checkpoints, connect, inspect, make_data, predict, serve, train, watch
 
 app = typer.Typer(
     name="corteza",
@@ -22,6 +22,7 @@ app.command("connect")(connect.connect)
 app.command("predict")(predict.predict)
 app.command("pull")(checkpoints.pull)
 app.command("push")(checkpoints.push)
+app.command("watch")(watch.watch)
 for _command in (inspect.status, inspect.info, inspect.metrics, inspect.diagnose, inspect.feedback):
     app.command()(_command)
 

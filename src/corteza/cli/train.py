@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from corteza.cli.common import (
     EXIT_BAD_INPUT,
@@ -22,6 +26,14 @@ from corteza.cli.common import (
 from corteza.cli.training import RunOptions, print_summary, run, server_for
 from corteza.client import Client, InvalidDataError
 from corteza.client.datasets import Dataset, open_dataset, split
+from corteza.client.fit import BatchReport
+from corteza.client.plots import (
+    LossHistory,
+    TensorBoardScalars,
+    missing_extra,
+    plot_formats,
+    save_loss_plot,
+)
 from corteza.client.synthetic import RECIPES, make_dataset
 from corteza.wire import dimension_mismatch
 
@@ -43,6 +55,36 @@ StreamOption = typer.Option(
     True, "--stream/--no-stream", help="Stream batches over a WebSocket, a few in flight "
     "(default); --no-stream sends one request per batch.",
 )  # fmt: skip
+PlotOption = typer.Option(
+    None, "--plot", help="Save the loss curve to this image (.png, .svg, .pdf...) when training "
+    "ends or stops; needs pip install 'corteza[plot]'.",
+)  # fmt: skip
+TensorBoardOption = typer.Option(
+    None, "--tensorboard-dir", help="Write loss and samples/s per batch here for TensorBoard; "
+    "needs pip install 'corteza[tensorboard]'.",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Where the run's loss curve goes: an image, TensorBoard scalars, both or neither."""
+
+    plot: Path | None = None
+    tensorboard_dir: Path | None = None
+
+    def check(self) -> None:
+        """Refuse, before any training, what could not be written at the end."""
+        if self.plot is not None:
+            problem = missing_extra("matplotlib")
+            if problem is None and self.plot.suffix.lstrip(".").lower() not in plot_formats():
+                problem = (
+                    f"--plot cannot write {self.plot.suffix or 'a file without a suffix'}: "
+                    "name a .png, .svg or .pdf file"
+                )
+            if problem:
+                fail(problem, EXIT_BAD_INPUT)
+        if self.tensorboard_dir is not None and (problem := missing_extra("tensorboardX")):
+            fail(problem, EXIT_BAD_INPUT)
 
 
 def train(
@@ -59,16 +101,20 @@ def train(
     lr: float = LrOption,
     stream: bool = StreamOption,
     window: int = WindowOption,
+    plot: Path | None = PlotOption,
+    tensorboard_dir: Path | None = TensorBoardOption,
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train the model on DATA through a server (a local one if none is configured)."""
+    curves = Curves(plot, tensorboard_dir)
+    curves.check()
     with clear_errors(debug):
         dataset = open_dataset(data)
         _train_and_report(
             dataset, str(data), server_url(server), token, holdout,
             RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
-            ["--preset", preset, "--lr", str(lr), "--seed", str(seed)], as_json,
+            ["--preset", preset, "--lr", str(lr), "--seed", str(seed)], as_json, curves,
         )  # fmt: skip
 
 
@@ -87,12 +133,16 @@ def demo(
     lr: float = typer.Option(3e-4, help="Learning rate of the local server."),
     stream: bool = StreamOption,
     window: int = WindowOption,
+    plot: Path | None = PlotOption,
+    tensorboard_dir: Path | None = TensorBoardOption,
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train on synthetic sensor data: a local server, progress, a summary."""
     if recipe not in RECIPES:
         fail(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}", EXIT_BAD_INPUT)
+    curves = Curves(plot, tensorboard_dir)
+    curves.check()
     url = server_url(server)
     local_args = ["--preset", preset, "--lr", str(lr), "--seed", str(seed)]
     with clear_errors(debug):
@@ -101,7 +151,7 @@ def demo(
         _train_and_report(
             dataset, f"{samples} synthetic samples ({recipe} recipe)", url, token, holdout,
             RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
-            local_args, as_json,
+            local_args, as_json, curves,
         )  # fmt: skip
 
 
@@ -112,7 +162,7 @@ def _remote_input_dim(url: str, token: str | None) -> int:
 
 def _train_and_report(
     dataset: Dataset, source: str, url: str | None, token: str | None, holdout: float,
-    options: RunOptions, local_args: list[str], as_json: bool,
+    options: RunOptions, local_args: list[str], as_json: bool, curves: Curves,
 ) -> None:  # fmt: skip
     with server_for(url, local_args, quiet=as_json) as base, Client(base, token=token) as client:
         info = client.info()
@@ -126,13 +176,51 @@ def _train_and_report(
                 f"{len(train_part)} to train, {0 if held is None else len(held)} held out; "
                 f"{options.epochs} epoch(s) of batch {options.batch_size}."
             )
-        result = run(client, train_part, held, options, quiet=as_json)
+        with _recording(curves, f"Training loss: {source}", quiet=as_json) as on_batch:
+            result = run(client, train_part, held, options, quiet=as_json, on_batch=on_batch)
     if as_json:
         print_json(result)
     else:
         print_summary(result)
     if options.until_loss is not None and not result["reached_target"]:
         raise typer.Exit(EXIT_TARGET_MISSED)
+
+
+@contextmanager
+def _recording(
+    curves: Curves, title: str, *, quiet: bool
+) -> Iterator[Callable[[BatchReport], None] | None]:
+    """The batch callback feeding ``curves``; the plot is saved even when training stops early."""
+    if curves.plot is None and curves.tensorboard_dir is None:
+        yield None
+        return
+    history = LossHistory()
+    board = None if curves.tensorboard_dir is None else TensorBoardScalars(curves.tensorboard_dir)
+
+    def record(report: BatchReport) -> None:
+        history.record(report)
+        if board is not None:
+            board.record(report)
+
+    try:
+        yield record
+    finally:
+        if board is not None:
+            board.close()
+            if not quiet:
+                _say(f"TensorBoard scalars written to {escape(str(board.logdir))}")
+        if curves.plot is not None and len(history):
+            try:
+                save_loss_plot(history, curves.plot, title=title)
+            except OSError as exc:
+                _say(f"[red]error:[/] cannot save the loss plot: {escape(str(exc))}")
+            else:
+                if not quiet:
+                    _say(f"Loss plot of {len(history)} batches saved to {escape(str(curves.plot))}")
+
+
+def _say(markup: str) -> None:
+    console.print(markup, highlight=False, soft_wrap=True)
 
 
 def _width_error(expected: int, got: int, source: str) -> InvalidDataError:

@@ -6,7 +6,7 @@ the held-out ROC-AUC.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -70,10 +70,14 @@ def _importable(name: str) -> bool:
 
 
 def run(
-    client: Client, train: Dataset, holdout: Dataset | None, options: RunOptions, *, quiet: bool
-) -> dict[str, Any]:
-    """Train, evaluate on ``holdout``, and return the summary as a dict."""
-    summary = _train_with_progress(client, train, options, quiet=quiet)
+    client: Client, train: Dataset, holdout: Dataset | None, options: RunOptions, *, quiet: bool,
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Train, evaluate on ``holdout``, and return the summary as a dict.
+
+    ``on_batch`` hears every batch too (the loss plot and TensorBoard record there).
+    """
+    summary = _train_with_progress(client, train, options, quiet=quiet, listener=on_batch)
     metrics = client.metrics()
     auc: float | None = None
     if holdout is not None and len(holdout) and 0 < holdout.y.sum() < len(holdout):
@@ -100,8 +104,9 @@ def run(
 
 
 def _train_with_progress(
-    client: Client, data: Dataset, options: RunOptions, *, quiet: bool
-) -> FitSummary:
+    client: Client, data: Dataset, options: RunOptions, *, quiet: bool,
+    listener: Callable[[BatchReport], None] | None = None,
+) -> FitSummary:  # fmt: skip
     with Progress(
         TextColumn("[bold]training"),
         BarColumn(),
@@ -126,6 +131,8 @@ def _train_with_progress(
                 prob=fields["prob"] if report.anomaly_prob is None else report.anomaly_prob,
                 rate=report.samples / report.elapsed if report.elapsed else 0.0,
             )
+            if listener is not None:
+                listener(report)
 
         def on_event(kind: str, message: str) -> None:
             if kind in ("waiting", "warning", "fallback", "resumed"):  # even with --json
