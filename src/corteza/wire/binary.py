@@ -61,7 +61,7 @@ from corteza.wire.safetensors_format import (
     shorten,
     show,
 )
-from corteza.wire.validation import Batch, validate_batch
+from corteza.wire.validation import Batch, validate_batch, validate_inputs
 from corteza.wire.version import PROTOCOL_VERSION
 
 BATCH_CONTENT_TYPE = "application/x-corteza-batch"
@@ -152,6 +152,25 @@ def encode_batch(
     for key, value in (("batch_id", batch_id), ("run_id", run_id), ("seq", seq)):
         if value is not None:
             metadata[key] = str(value)
+    if dtype == "bf16":
+        return save(tensors, metadata)
+    data: bytes = safetensors.numpy.save(tensors, metadata=metadata)
+    return data
+
+
+def encode_inputs(inputs: ArrayLike, *, dtype: WireDtype = "f32") -> bytes:
+    """The ``application/x-corteza-batch`` body of inputs alone, for ``POST /v1/predict``."""
+    if dtype not in _WIRE_DTYPES.values():
+        raise ValueError(f"dtype must be 'f32', 'f16' or 'bf16', got {dtype!r}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.asarray(inputs, dtype=np.float32)
+    if x.ndim not in (2, 3):
+        raise BatchError(
+            f"inputs must be (B, D) or (B, T, D), got shape {list(x.shape)}",
+            ErrorType.DIMENSION_MISMATCH,
+        )
+    tensors = {INPUTS: _to_wire(x, dtype)}
+    metadata = {"protocol": PROTOCOL_VERSION}
     if dtype == "bf16":
         return save(tensors, metadata)
     data: bytes = safetensors.numpy.save(tensors, metadata=metadata)
@@ -265,6 +284,39 @@ def decode_batch(
         dendrite_target=targets[DENDRITE_TARGET],
         coherence_target=targets[COHERENCE_TARGET],
     )
+
+
+def decode_inputs(
+    data: bytes, *, input_dim: int, max_batch: int | None = None
+) -> NDArray[np.float32]:
+    """Parse an ``application/x-corteza-batch`` body for prediction: its validated ``inputs``.
+
+    ``anomaly_label`` and the targets may be absent; when present (a training
+    batch sent as it is) they are ignored. Raises :class:`~corteza.wire.BatchError`,
+    and nothing else, for any body that does not hold valid inputs.
+    """
+    if len(data) == 0:
+        raise malformed(f"the body is empty; send a safetensors file ({BATCH_CONTENT_TYPE})")
+    header, body_start = read_header(data)
+    _check_protocol(read_metadata(header))
+    entries = read_entries(header, len(data) - body_start)
+    for name in entries:
+        if name not in _TENSORS:
+            raise BatchError(
+                f'Unknown tensor "{shorten(name)}" in batch; expected inputs, anomaly_label, '
+                "dendrite_target or coherence_target",
+                ErrorType.INVALID_REQUEST,
+            )
+    if INPUTS not in entries:
+        raise BatchError(f'Batch has no "{INPUTS}" tensor', ErrorType.INVALID_REQUEST)
+    _check_dtype(entries, INPUTS, tuple(_WIRE_DTYPES))
+    size = entries[INPUTS].shape[0] if entries[INPUTS].shape else 0
+    if max_batch is not None and size > max_batch:
+        raise BatchError(
+            f"Batch too large: {size} samples, this server takes at most {max_batch}",
+            ErrorType.INVALID_REQUEST,
+        )
+    return validate_inputs(read_array(data, body_start, entries[INPUTS]), input_dim=input_dim)
 
 
 def _check_protocol(metadata: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ from corteza.server.errors import ApiError
 from corteza.server.feedback import UnknownBatchError
 from corteza.server.openapi import binary_body, error_responses, request_body
 from corteza.server.runs import OutOfOrderError, check_run_id
+from corteza.server.security_limits import check_batch_limits
 from corteza.server.trainer import TrainingDivergedError
 from corteza.wire import (
     Batch,
@@ -54,6 +55,19 @@ def media_type(content_type: str | None) -> str:
     if not content_type:
         return JSON_CONTENT_TYPE
     return content_type.split(";", 1)[0].strip().lower() or JSON_CONTENT_TYPE
+
+
+def batch_media_type(request: Request) -> str:
+    """The request's media type: JSON or a binary batch, else 415."""
+    content_type = media_type(request.headers.get("content-type"))
+    if content_type not in (JSON_CONTENT_TYPE, BATCH_CONTENT_TYPE):
+        raise ApiError(
+            415,
+            f"Unsupported Content-Type {content_type[:60]}; "
+            f"send {JSON_CONTENT_TYPE} or {BATCH_CONTENT_TYPE}",
+            ErrorType.UNSUPPORTED_MEDIA_TYPE,
+        )
+    return content_type
 
 
 def parse_train_request(body: bytes, config: ModelConfig) -> Incoming:
@@ -125,7 +139,7 @@ def parse_train_body(body: bytes, content_type: str, config: ModelConfig) -> Inc
     openapi_extra=request_body(
         TrainRequest, also=binary_body(BATCH_CONTENT_TYPE, BINARY_BATCH_DESCRIPTION)
     ),
-    responses=error_responses(400, 409, 415, 422, 500),
+    responses=error_responses(400, 409, 413, 415, 422, 500),
 )
 async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSONResponse:
     """Take ``epochs`` optimizer steps on the batch; every sample is checked first.
@@ -135,18 +149,12 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     applied answers its stored result with ``"replayed": true``; a seq ahead of
     the run's next is refused with 409 and ``next_seq``.
     """
-    content_type = media_type(request.headers.get("content-type"))
-    if content_type not in (JSON_CONTENT_TYPE, BATCH_CONTENT_TYPE):
-        raise ApiError(
-            415,
-            f"Unsupported Content-Type {content_type[:60]}; "
-            f"send {JSON_CONTENT_TYPE} or {BATCH_CONTENT_TYPE}",
-            ErrorType.UNSUPPORTED_MEDIA_TYPE,
-        )
+    content_type = batch_media_type(request)
     body = await request.body()
     batch, run_id, seq = await run_in_threadpool(
         parse_train_body, body, content_type, state.trainer.config
     )
+    check_batch_limits(batch.inputs.shape, state.settings)
     try:
         answer = await state.worker.train(batch, run_id, seq)
     except TrainingDivergedError as exc:
@@ -162,7 +170,7 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     "/feedback_dendritas",
     response_model=FeedbackResponse,
     summary="Send dendritic feedback",
-    responses=error_responses(404, 422),
+    responses=error_responses(400, 404, 422),
 )
 async def feedback_dendritas(feedback: FeedbackRequest, state: StateDep) -> FeedbackResponse:
     """Record feedback; validated feedback also teaches the dendrite head.
