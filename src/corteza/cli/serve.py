@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from corteza.cli.logs import setup_logging
+
+if TYPE_CHECKING:
+    from corteza.server import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +20,17 @@ logger = logging.getLogger(__name__)
 class Preset(str, Enum):
     default = "default"
     tiny = "tiny"
+
+
+class WebhookFormat(str, Enum):
+    json = "json"
+    slack = "slack"
+
+
+class TunnelChoice(str, Enum):
+    none = "none"
+    cloudflared = "cloudflared"
+    ngrok = "ngrok"
 
 
 def serve(
@@ -48,6 +62,55 @@ def serve(
     ),
     keep_checkpoints: int = typer.Option(3, min=1, help="Checkpoints kept."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    webhook: list[str] | None = typer.Option(
+        None,
+        help="http(s) URL told of new best losses, checkpoints, finished runs and stalls "
+        "(repeatable).",
+    ),
+    webhook_secret: str | None = typer.Option(
+        None,
+        envvar="CORTEZA_WEBHOOK_SECRET",
+        show_envvar=True,
+        help="Sign deliveries with HMAC-SHA256 (X-Corteza-Signature).",
+    ),
+    webhook_format: WebhookFormat = typer.Option(
+        WebhookFormat.json, help="json (the event) or slack ({'text': one line})."
+    ),
+    notify_loss_below: float | None = typer.Option(
+        None, help="Announce when the loss first drops below this."
+    ),
+    notify_margin: float = typer.Option(
+        0.01, min=0.0, max=0.99, help="Announce a best loss this much (relative) below the last."
+    ),
+    stall_minutes: float = typer.Option(
+        10.0, min=0.001, help="Announce a stall after this long without a batch."
+    ),
+    token: str | None = typer.Option(
+        None,
+        envvar="CORTEZA_TOKEN",
+        show_envvar=True,
+        help="Bearer token to require (generated when the server is reachable beyond loopback).",
+    ),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No token, on a loopback address only."),
+    allowed_host: list[str] | None = typer.Option(
+        None, help="Host name clients use to reach this server (repeatable), e.g. a LAN name."
+    ),
+    cors_origin: list[str] | None = typer.Option(
+        None, help="Web page origin allowed to call this server (repeatable), e.g. https://x.y."
+    ),
+    max_body_mb: float | None = typer.Option(None, help="Body cap of batches (default 64)."),
+    max_small_body_kb: float | None = typer.Option(
+        None, help="Body cap of every other route (default 1024)."
+    ),
+    max_batch_samples: int | None = typer.Option(None, help="Samples per batch (default 4096)."),
+    max_seq_len: int | None = typer.Option(None, help="Time steps per sample (default 1024)."),
+    max_connections: int | None = typer.Option(
+        None, help="Connections served at once; more get 503 (default 64)."
+    ),
+    tunnel: TunnelChoice = typer.Option(
+        TunnelChoice.none,
+        help="Public https URL: cloudflared (no account) or ngrok (needs NGROK_AUTHTOKEN).",
+    ),
 ) -> None:
     """Run the training server (the seed's routes plus /docs)."""
     # Imported here so the light, torch-free install can still run the other commands.
@@ -55,8 +118,22 @@ def serve(
 
     from corteza.model import PRESETS, ModelConfig
     from corteza.server import Settings, create_app
+    from corteza.server.security import SecurityConfigError, print_banner, resolve_token, server_url
+    from corteza.server.security_limits import uvicorn_options
 
+    try:
+        token = resolve_token(
+            host, tunnel=tunnel is not TunnelChoice.none, token=token, no_auth=no_auth
+        )
+    except SecurityConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     setup_logging(log_level)
+    limits: dict[str, Any] = {
+        "max_body_mb": max_body_mb, "max_small_body_kb": max_small_body_kb,
+        "max_batch_samples": max_batch_samples, "max_seq_len": max_seq_len,
+        "max_connections": max_connections,
+    }  # fmt: skip
     widths: dict[str, Any] = {
         "input_dim": input_dim, "lstm_hidden": lstm_hidden, "lstm_layers": lstm_layers,
         "transformer_heads": transformer_heads, "transformer_layers": transformer_layers,
@@ -72,18 +149,45 @@ def serve(
             host=host, port=port, device=device, seed=seed, lr=lr, log_level=log_level,
             model=model, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
             checkpoint_seconds=checkpoint_seconds, checkpoint_keep=keep_checkpoints,
+            token=token, allowed_hosts=allowed_host or [], cors_origins=cors_origin or [],
+            public=tunnel is not TunnelChoice.none,
+            **{k: v for k, v in limits.items() if v is not None},
+            webhooks=webhook or [], webhook_secret=webhook_secret,
+            webhook_format=webhook_format.value, notify_loss_below=notify_loss_below,
+            notify_margin=notify_margin, stall_minutes=stall_minutes,
         )  # fmt: skip
     except ValueError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)
         raise typer.Exit(2) from exc
-    logger.info("corteza server on http://%s:%d (docs at /docs)", host, port)
+    logger.info("serving on %s:%d, auth %s", host, port, "on" if token else "off")
+    if tunnel is not TunnelChoice.none:
+        _serve_tunnelled(settings, tunnel.value)
+        return
+    print_banner(server_url(host, port), token)
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=30,
+        **uvicorn_options(settings),
     )
+
+
+def _serve_tunnelled(settings: Settings, kind: str) -> None:
+    """Serve behind a tunnel; once it is open, print its URL, the token and what to paste."""
+    from corteza.server.security import print_banner
+    from corteza.server.tunnel import TunnelError, dashboard_url, serve_with_tunnel
+
+    def opened(url: str) -> None:
+        print_banner(url, settings.token)
+        typer.echo(f"dashboard: {dashboard_url(url, settings.token)}")
+
+    try:
+        serve_with_tunnel(settings, kind, opened)
+    except TunnelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 def _first_line(exc: ValueError) -> str:

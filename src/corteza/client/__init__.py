@@ -1,6 +1,7 @@
 """The local side: a torch-free client, the embedded local server, synthetic data."""
 
-from corteza.client.client import AsyncClient, Client, Predictions
+from corteza.client.async_client import AsyncClient
+from corteza.client.client import Client, Predictions
 from corteza.client.datasets import (
     Dataset,
     batch_order,
@@ -13,20 +14,26 @@ from corteza.client.errors import (
     ConnectError,
     CortezaError,
     DimensionMismatchError,
+    ForbiddenError,
     InternalServerError,
     InvalidBatchError,
     InvalidDataError,
     InvalidRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     ProtocolError,
+    RequestTimeoutError,
     ServerError,
     TimeoutError,
     TrainingDivergedError,
     TransportError,
+    UnauthorizedError,
     parse_error,
 )
+from corteza.client.events import Event
 from corteza.client.local import LocalServer, free_port
 from corteza.client.metrics import roc_auc
+from corteza.client.onnx_local import OnnxModel
 from corteza.client.payloads import encode_json_batch
 from corteza.client.resume import Backoff
 from corteza.client.settings import SavedServer, load_saved_server, save_server
@@ -42,20 +49,26 @@ __all__ = [
     "CortezaError",
     "Dataset",
     "DimensionMismatchError",
+    "Event",
+    "ForbiddenError",
     "InternalServerError",
     "InvalidBatchError",
     "InvalidDataError",
     "InvalidRequestError",
     "LocalServer",
     "NotFoundError",
+    "OnnxModel",
+    "PayloadTooLargeError",
     "Predictions",
     "ProtocolError",
+    "RequestTimeoutError",
     "SavedServer",
     "ServerError",
     "StreamingTrainer",
     "TimeoutError",
     "TrainingDivergedError",
     "TransportError",
+    "UnauthorizedError",
     "batch_order",
     "encode_json_batch",
     "free_port",

@@ -1,17 +1,17 @@
-"""``Client`` and ``AsyncClient``: the Python clients of a corteza server, on httpx.
+"""``Client``: the Python client of a corteza server, on httpx.
 
-Both share one description of each call (:class:`_Call`) and one way of
-turning an answer into a result or an exception; they differ only in how
-they send.
+It and :class:`~corteza.client.async_client.AsyncClient` share one
+description of each call (:class:`_Call`) and one way of turning an answer
+into a result or an exception (:class:`_ClientBase`); they differ only in
+how they send.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -30,6 +30,15 @@ from corteza.client.config import (
     resolve_url,
 )
 from corteza.client.errors import ConnectError, ProtocolError, TimeoutError, parse_error
+from corteza.client.events import Event, iter_events
+from corteza.client.inference import (
+    EXPORT_PATH,
+    PREDICT_PATH,
+    Progress,
+    binary_predictions,
+    download_onnx,
+    predict_body,
+)
 from corteza.client.payloads import (
     encode_json_batch,
     invalid_data,
@@ -174,13 +183,12 @@ class _ClientBase:
             headers={"Content-Type": content_type},
         )  # fmt: skip
 
-    @staticmethod
-    def _predict_call(inputs: NDArray[np.float32]) -> _Call[PredictResponse]:
+    def _predict_call(self, inputs: NDArray[np.float32]) -> _Call[PredictResponse]:
+        binary = self.wire_format == "binary"
+        body, headers = predict_body(inputs, binary=binary, dtype=self.wire_dtype)
         return _Call(
-            PredictResponse, "POST", "/v1/predict", idempotent=True,
-            content=json.dumps({"inputs": inputs.tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+            PredictResponse, "POST", PREDICT_PATH, idempotent=True, content=body, headers=headers
+        )
 
     @staticmethod
     def _feedback_call(
@@ -203,12 +211,15 @@ class _ClientBase:
             content=json.dumps(payload).encode(), headers={"Content-Type": "application/json"},
         )  # fmt: skip
 
-    @staticmethod
-    def _predictions(response: PredictResponse) -> Predictions:
+    def _predictions(self, call: _Call[PredictResponse], response: httpx.Response) -> Predictions:
+        arrays = binary_predictions(response, self.url)
+        if arrays is not None:
+            return Predictions(*arrays)
+        answer = _parse(call, response, self.url)
         return Predictions(
-            np.asarray(response.anomaly_prob, dtype=np.float32),
-            np.asarray(response.dendrites, dtype=np.float32),
-            np.asarray(response.coherence, dtype=np.float32),
+            np.asarray(answer.anomaly_prob, dtype=np.float32),
+            np.asarray(answer.dendrites, dtype=np.float32),
+            np.asarray(answer.coherence, dtype=np.float32),
         )
 
 
@@ -260,6 +271,9 @@ class Client(_ClientBase):
         self.close()
 
     def _run(self, call: _Call[M]) -> M:
+        return _parse(call, self._send(call), self.url)
+
+    def _send(self, call: _Call[M]) -> httpx.Response:
         attempts = 1 + (self.retries if call.idempotent else 0)
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -272,7 +286,7 @@ class Client(_ClientBase):
                     raise self._translate(exc, call.path) from exc
             else:
                 if response.status_code not in RETRY_STATUSES or last:
-                    return _parse(call, response, self.url)
+                    return response
             logger.info("retrying %s %s", call.method, call.path)
             time.sleep(_backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -294,6 +308,16 @@ class Client(_ClientBase):
 
     def metrics(self) -> MetricsResponse:
         return self._run(_Call(MetricsResponse, "GET", "/metricas", idempotent=True))
+
+    def events(
+        self,
+        last_event_id: int | None = None,
+        *,
+        types: Sequence[str] | None = None,
+        reconnect: bool = True,
+    ) -> Iterator[Event]:
+        """The server's live events (``GET /v1/events``); see :mod:`corteza.client.events`."""
+        return iter_events(self._http, self.url, last_event_id, types=types, reconnect=reconnect)
 
     def diagnose(self) -> DiagnosticResponse:
         return self._run(_Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
@@ -320,9 +344,13 @@ class Client(_ClientBase):
         return self._run(self._train_call(x, y, epochs, targets))
 
     def predict(self, inputs: ArrayLike) -> Predictions:
-        """Outputs per sample, without training (``POST /v1/predict``)."""
+        """Outputs per sample, without training (``POST /v1/predict``).
+
+        Safetensors both ways with ``wire_format="binary"``, JSON with ``"json"``.
+        """
         x = preflight_inputs(inputs, self.input_dim()) if self.check else np.asarray(inputs)
-        return self._predictions(self._run(self._predict_call(x)))
+        call = self._predict_call(x)
+        return self._predictions(call, self._send(call))
 
     def send_feedback(
         self,
@@ -347,117 +375,19 @@ class Client(_ClientBase):
         except httpx.HTTPError as exc:
             raise self._translate(exc, "/v1/checkpoint") from exc
 
+    def export_onnx(self, dest: str | Path = ".", *, progress: Progress | None = None) -> Path:
+        """Download the current weights as ONNX into ``dest`` (a folder or a ``.onnx`` file).
+
+        Run it with :class:`~corteza.client.OnnxModel`, no server needed.
+        """
+        try:
+            return download_onnx(self._http, Path(dest), progress)
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, EXPORT_PATH) from exc
+
     def push(self, path: str | Path) -> dict[str, Any]:
         """Upload a checkpoint folder; the server verifies it and continues from it."""
         try:
             return push_checkpoint(self._http, Path(path))
         except httpx.HTTPError as exc:
             raise self._translate(exc, "/v1/checkpoint/uploads") from exc
-
-
-class AsyncClient(_ClientBase):
-    """The asynchronous twin of :class:`Client`, with the same methods awaited.
-
-    >>> async with AsyncClient("http://127.0.0.1:8000") as client:  # doctest: +SKIP
-    ...     (await client.status()).estadisticas.total_muestras
-    0
-    """
-
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        token: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        check: bool = True,
-        wire_format: WireFormat = "binary",
-        wire_dtype: WireDtype = "f32",
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            url, token=token, retries=retries, check=check, wire_format=wire_format,
-            wire_dtype=wire_dtype,
-        )  # fmt: skip
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=self._timeout(timeout),
-            transport=transport,
-        )  # fmt: skip
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _run(self, call: _Call[M]) -> M:
-        attempts = 1 + (self.retries if call.idempotent else 0)
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            try:
-                response = await self._http.request(
-                    call.method, call.path, content=call.content, headers=call.headers
-                )
-            except httpx.HTTPError as exc:
-                if last:
-                    raise self._translate(exc, call.path) from exc
-            else:
-                if response.status_code not in RETRY_STATUSES or last:
-                    return _parse(call, response, self.url)
-            logger.info("retrying %s %s", call.method, call.path)
-            await asyncio.sleep(_backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def input_dim(self) -> int:
-        if self._input_dim is None:
-            self._input_dim = (await self.info()).input_dim
-        return self._input_dim
-
-    async def health(self) -> HealthResponse:
-        return await self._run(_Call(HealthResponse, "GET", "/health", idempotent=True))
-
-    async def info(self) -> InfoResponse:
-        return await self._run(_Call(InfoResponse, "GET", "/info", idempotent=True))
-
-    async def status(self) -> StatusResponse:
-        return await self._run(_Call(StatusResponse, "GET", "/status", idempotent=True))
-
-    async def metrics(self) -> MetricsResponse:
-        return await self._run(_Call(MetricsResponse, "GET", "/metricas", idempotent=True))
-
-    async def diagnose(self) -> DiagnosticResponse:
-        return await self._run(_Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
-
-    async def train_batch(
-        self,
-        inputs: ArrayLike,
-        labels: ArrayLike,
-        *,
-        epochs: int = 1,
-        dendrite_target: ArrayLike | None = None,
-        coherence_target: ArrayLike | None = None,
-    ) -> TrainResponse:
-        if self.check:
-            x, y = preflight_batch(inputs, labels, await self.input_dim(), epochs)
-        else:
-            x, y = np.asarray(inputs, np.float32), np.asarray(labels, np.float32)
-        targets = (dendrite_target, coherence_target)
-        return await self._run(self._train_call(x, y, epochs, targets))
-
-    async def predict(self, inputs: ArrayLike) -> Predictions:
-        dim = await self.input_dim() if self.check else 0
-        x = preflight_inputs(inputs, dim) if self.check else np.asarray(inputs)
-        return self._predictions(await self._run(self._predict_call(x)))
-
-    async def send_feedback(
-        self,
-        adjustments: Sequence[float],
-        validated: bool,
-        *,
-        batch_id: str | None = None,
-        reward: float | None = None,
-    ) -> FeedbackResponse:
-        return await self._run(self._feedback_call(adjustments, validated, batch_id, reward))

@@ -11,8 +11,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza._version import __version__
 from corteza.server.errors import UnexpectedErrorMiddleware, install_error_handlers
+from corteza.server.events import RunEndMiddleware
+from corteza.server.prometheus import HttpMetricsMiddleware
+from corteza.server.prometheus import router as metrics_router
 from corteza.server.routes import (
     checkpoints,
+    dashboard,
+    events,
+    export,
     model,
     monitoring,
     predict,
@@ -20,6 +26,7 @@ from corteza.server.routes import (
     stream,
     training,
 )
+from corteza.server.security import install_security
 from corteza.server.settings import Settings
 from corteza.server.state import ServerState
 from corteza.wire import PROTOCOL_HEADER, PROTOCOL_VERSION
@@ -86,15 +93,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(UnexpectedErrorMiddleware)  # sees every failure of the routes
+    app.add_middleware(RunEndMiddleware)  # run_finished when a stream closes cleanly
+    install_security(app, settings)  # Host/Origin, CORS, token, body limits (outer to inner)
+    app.add_middleware(HttpMetricsMiddleware)  # counts the refusals of security too
     app.add_middleware(ProtocolHeaderMiddleware)  # outermost: stamps the 500s too
     for router in (
         training.router,
         monitoring.router,
         model.router,
         predict.router,
+        export.router,
         stream.router,
         checkpoints.router,
         runs.router,
+        dashboard.router,
+        events.router,
+        metrics_router,
     ):
         app.include_router(router)
     return app

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corteza.model import ModelConfig
+from corteza.server.security import exposure_problem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -50,5 +51,63 @@ class Settings(BaseSettings):
     )
     checkpoint_keep: int = Field(default=3, ge=1, description="checkpoints kept")
     stream_window: int = Field(default=16, ge=1, le=256, description="largest window granted")
+    # Observability (see corteza.server.events and corteza.server.webhooks).
+    webhooks: list[str] = Field(
+        default_factory=list, description="http(s) URLs told of news; fixed at start"
+    )
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC key of deliveries")
+    webhook_format: Literal["json", "slack"] = Field(
+        default="json", description="json: the event; slack: {'text': a human line}"
+    )
+    notify_loss_below: float | None = Field(
+        default=None, description="loss_improved also when the loss first drops below this"
+    )
+    notify_margin: float = Field(
+        default=0.01, ge=0, lt=1, description="relative gain over the best loss announced"
+    )
+    stall_minutes: float = Field(
+        default=10.0, gt=0, description="no batch this long after one: stalled"
+    )
     log_level: str = "info"
     model: ModelConfig = Field(default_factory=ModelConfig)
+    # Security (see corteza.server.security): who may call, and how much they may send.
+    token: str | None = Field(
+        default=None, repr=False, description="bearer token; None = no auth (loopback only)"
+    )
+    public: bool = Field(default=False, description="a tunnel exposes the server")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names beyond loopback and the bind address"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="web pages allowed (CORS)")
+    max_body_mb: float = Field(
+        default=64.0, gt=0, description="body cap (MiB) of batches and checkpoint chunks"
+    )
+    max_small_body_kb: float = Field(default=1024.0, gt=0, description="of every other route")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for body data")
+    body_min_rate_kb: float = Field(
+        default=16.0, ge=0, description="KB/s a body must average after body_timeout_s"
+    )
+    max_batch_samples: int = Field(default=4096, ge=1, description="samples per batch")
+    max_seq_len: int = Field(default=1024, ge=1, description="time steps per sample")
+    ws_max_frame_mb: float = Field(default=64.0, gt=0, description="largest WebSocket message")
+    max_connections: int = Field(default=64, ge=1, description="uvicorn's limit_concurrency")
+    keep_alive_s: int = Field(default=5, ge=1, description="idle keep-alive connection timeout")
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            scheme, _, rest = url.partition("://")
+            host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+            if scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in url):
+                raise ValueError(
+                    f"webhook URL must be http:// or https:// with a host, got {url!r}"
+                )
+        return urls
+
+    @model_validator(mode="after")
+    def _not_left_open(self) -> Settings:
+        problem = exposure_problem(self.host, public=self.public, token=self.token)
+        if problem is not None:
+            raise ValueError(problem)
+        return self

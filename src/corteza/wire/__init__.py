@@ -8,9 +8,17 @@ from corteza.wire.binary import (
     DecodedBatch,
     WireDtype,
     decode_batch,
+    decode_inputs,
     encode_batch,
+    encode_inputs,
 )
 from corteza.wire.errors import BatchError, ErrorBody, ErrorType, error_body
+from corteza.wire.predictions import (
+    PREDICTIONS_CONTENT_TYPE,
+    PredictionArrays,
+    decode_predictions,
+    encode_predictions,
+)
 from corteza.wire.schemas import (
     CapaInfo,
     DiagnosticResponse,
@@ -42,10 +50,12 @@ from corteza.wire.validation import (
     validate_inputs,
 )
 from corteza.wire.version import PROTOCOL_HEADER, PROTOCOL_VERSION
+from corteza.wire.webhooks import verify_signature
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
     "MAX_EPOCHS_PER_BATCH",
+    "PREDICTIONS_CONTENT_TYPE",
     "PROTOCOL_HEADER",
     "PROTOCOL_VERSION",
     "Batch",
@@ -66,6 +76,7 @@ __all__ = [
     "Outputs",
     "PredictRequest",
     "PredictResponse",
+    "PredictionArrays",
     "Sample",
     "Statistics",
     "StatusResponse",
@@ -74,11 +85,16 @@ __all__ = [
     "WireDtype",
     "batch_from_rows",
     "decode_batch",
+    "decode_inputs",
+    "decode_predictions",
     "dimension_mismatch",
     "encode_batch",
+    "encode_inputs",
+    "encode_predictions",
     "error_body",
     "inputs_from_rows",
     "targets_from_rows",
     "validate_batch",
     "validate_inputs",
+    "verify_signature",
 ]

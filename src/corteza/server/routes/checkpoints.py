@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from corteza.server.checkpoint import CheckpointError
+from corteza.server.checkpoint_fit import CheckpointError
 from corteza.server.deps import StateDep
 from corteza.server.errors import ApiError
 from corteza.server.openapi import error_responses

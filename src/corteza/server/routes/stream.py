@@ -31,6 +31,7 @@ from corteza.server.deps import StateDep
 from corteza.server.errors import ApiError
 from corteza.server.routes.training import parse_binary_request
 from corteza.server.runs import OutOfOrderError, check_run_id
+from corteza.server.security_limits import check_batch_limits
 from corteza.server.state import ServerState
 from corteza.server.trainer import TrainingDivergedError
 from corteza.wire import PROTOCOL_VERSION, ErrorType
@@ -131,6 +132,7 @@ async def train_stream(ws: WebSocket, state: StateDep) -> None:
                 batch, frame_run, seq = await run_in_threadpool(
                     parse_binary_request, data, state.trainer.config
                 )
+                check_batch_limits(batch.inputs.shape, state.settings)
             except ApiError as exc:
                 run = state.runs.open(run_id)
                 raise StreamError(exc.message, exc.error_type, None, run.next_seq) from exc
