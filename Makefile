@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_responsiveness.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_wire.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
 	rm -rf $(VENV) .venv-light .pytest_cache .mypy_cache .ruff_cache test-artifacts
