@@ -234,7 +234,7 @@ async def _drain(bus: EventBus) -> list[Any]:
 
 def test_replay_after_a_restart_sends_everything_buffered() -> None:
     """A Last-Event-ID beyond this bus's newest event came from an earlier process."""
-    bus = EventBus(capacity=3)
+    bus = EventBus(capacity=3, first_id=1)
     for step in range(5):
         bus.publish("batch_trained", step=step)
 
@@ -246,3 +246,23 @@ def test_replay_after_a_restart_sends_everything_buffered() -> None:
     assert asyncio.run(ids(4)) == [5]
     assert asyncio.run(ids(5)) == []
     assert asyncio.run(ids(99)) == [3, 4, 5]
+
+
+def test_a_later_bus_numbers_past_an_earlier_one() -> None:
+    """A restarted server's ids follow its previous process's, so a client resuming
+    with the old Last-Event-ID gets every new event, however many the old one had."""
+    old = EventBus()
+    for step in range(2000):
+        old.publish("batch_trained", step=step)
+    old.close()
+    new = EventBus()
+    for step in range(3):
+        new.publish("batch_trained", step=step)
+    new.close()
+
+    async def steps(last: int) -> list[int]:
+        return [e.data["step"] async for e in new.subscribe(last)]
+
+    assert new.recent()[0].id > old.last_id
+    assert asyncio.run(steps(old.last_id)) == [0, 1, 2]
+    assert new.last_id < 2**53  # exact in JavaScript's numbers

@@ -221,7 +221,7 @@ def watch(
                 typer.echo(json.dumps({"id": event.id, "type": event.type, "time": event.time,
                                        **event.data}))  # fmt: skip
             elif not out.is_terminal:
-                out.print(f"{_clock(event)} #{event.id} {event.type} {describe(event)}",
+                out.print(f"{_clock(event)} {event.type} {describe(event)}",
                           highlight=False, soft_wrap=True)  # fmt: skip
 
         try:

@@ -14,7 +14,11 @@ Prometheus histograms listen. Types and their fields:
 - ``stalled`` {idle_seconds, last_step}: no batch for ``stall_minutes``, once per lull
 - ``loss_improved`` {step, loss, previous_best}
 
->>> bus = EventBus()
+Ids grow by one per event from the microseconds since the epoch at which
+the bus was made, so a restarted server numbers on past its previous process
+and a client's ``Last-Event-ID`` from before the restart replays everything new.
+
+>>> bus = EventBus(first_id=1)
 >>> bus.publish("run_started", run_id="r1").to_json()["id"]
 1
 """
@@ -111,20 +115,25 @@ class EventBus:
     """
 
     def __init__(
-        self, capacity: int = DEFAULT_CAPACITY, subscriber_limit: int = SUBSCRIBER_LIMIT
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        subscriber_limit: int = SUBSCRIBER_LIMIT,
+        *,
+        first_id: int | None = None,
     ) -> None:
         self.subscriber_limit = subscriber_limit
         self.dropped = 0  # subscribers dropped for falling behind
         self._lock = threading.Lock()
         self._buffer: deque[Event] = deque(maxlen=capacity)
-        self._next_id = 1
+        # Below 2**53 until the year 2255, so JavaScript's numbers hold it exactly.
+        self._next_id = time.time_ns() // 1000 if first_id is None else first_id
         self._subscriptions: set[_Subscription] = set()
         self._listeners: list[Listener] = []
         self._closed = False
 
     @property
     def last_id(self) -> int:
-        """The id of the newest event (0 before any)."""
+        """The id of the newest event (the first id less one before any)."""
         return self._next_id - 1
 
     @property
@@ -168,8 +177,9 @@ class EventBus:
     async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[Event]:
         """Buffered events after ``last_event_id`` (all of them for None), then live ones.
 
-        An id beyond the newest event comes from an earlier server process
-        (ids restart at 1): everything buffered is replayed. The iterator ends
+        An id from an earlier server process is below this bus's ids, so
+        everything buffered is replayed; so is one beyond the newest event
+        (another process, or a clock set back). The iterator ends
         when the subscriber falls behind or the bus closes.
         """
         subscription = _Subscription(asyncio.get_running_loop(), self.subscriber_limit)
