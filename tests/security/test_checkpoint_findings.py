@@ -2,7 +2,8 @@
 
 Each one was found by the fuzz tests of test_fuzz_decoder.py: before the fix the commit
 answered 500 (a TypeError, KeyError or RuntimeError after the weights had been replaced),
-or accepted a state that made ``/status`` or every later batch fail with 500.
+accepted a state that made ``/status`` or every later batch fail with 500, or accepted
+weights holding NaN that turned every later answer into NaN.
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ CASES = {
             lambda t: t.update({"state.3.exp_avg": t["state.3.step"].clone()}),
         ),
         LAYOUT,
+    ),
+    "a weight holding NaN": (
+        _tensors(
+            "model.safetensors",
+            lambda t: t["capa5.anomaly.0.weight"].view(-1)[:1].fill_(float("nan")),
+        ),
+        "Refused checkpoint: model.safetensors holds NaN or Inf in capa5.anomaly.0.weight",
+    ),
+    "a moment holding Inf": (
+        _tensors("optimizer.safetensors", lambda t: t["state.3.exp_avg"].fill_(float("inf"))),
+        "Refused checkpoint: optimizer.safetensors holds NaN or Inf in state.3.exp_avg",
     ),
     "an RNG state of the wrong size": (
         _tensors("rng.safetensors", lambda t: t.update({"rng.cpu": t["rng.cpu"][:1].clone()})),

@@ -87,8 +87,8 @@ def assert_refusal(response: httpx.Response, statuses: tuple[int, ...]) -> dict[
 def assert_still_serving(http: httpx.Client) -> None:
     """The routes that read the statistics answer, and a batch trains or is refused cleanly.
 
-    An accepted checkpoint may hold NaN or Inf (weights or optimizer moments are not checked
-    for it): the batch is then refused with training_diverged, the step not applied.
+    An accepted checkpoint holds no NaN or Inf, but may hold values huge enough to overflow:
+    the batch is then refused with training_diverged, the step not applied.
     """
     for path in ("/status", "/metricas", "/info"):
         assert http.get(path).status_code == 200, path

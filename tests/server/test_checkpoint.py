@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -299,6 +300,35 @@ def test_a_checkpoint_of_another_model_is_skipped_and_changes_nothing(tmp_path: 
     ]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert optimizer.state_dict()["state"] == {}
+
+
+@pytest.mark.parametrize("part", ["model", "optimizer"])
+def test_a_checkpoint_holding_nan_is_skipped_and_changes_nothing(tmp_path: Path, part: str) -> None:
+    """Weights or moments with NaN would poison every later answer and step."""
+    model, optimizer = trained()
+    tensor = (
+        model.capa5.anomaly[0].weight
+        if part == "model"
+        else optimizer.state[model.capa5.anomaly[0].weight]["exp_avg"]
+    )
+    with torch.no_grad():
+        tensor[0, 0] = float("nan")
+    path = save_checkpoint(tmp_path, model=model, optimizer=optimizer, state=STATE, step=2)
+    target, target_optimizer = fresh()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+
+    report = load_latest(tmp_path, model=target, optimizer=target_optimizer)
+
+    assert report.loaded is None
+    assert len(report.skipped) == 1 and report.skipped[0][0] == path
+    reason = report.skipped[0][1]
+    if part == "model":
+        assert reason == "model.safetensors holds NaN or Inf in capa5.anomaly.0.weight"
+    else:
+        expected = r"optimizer\.safetensors holds NaN or Inf in state\.\d+\.exp_avg"
+        assert re.fullmatch(expected, reason), reason
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+    assert target_optimizer.state_dict()["state"] == {}
 
 
 def test_a_checkpoint_of_another_optimizer_is_skipped(tmp_path: Path) -> None:

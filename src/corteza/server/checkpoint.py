@@ -47,6 +47,7 @@ from corteza.server.checkpoint_fit import (
     OPTIMIZER_FILE,
     STATE_FILE,
     CheckpointError,
+    check_finite,
     cpu_copies,
     flatten_optimizer_state,
     optimizer_state_dict,
@@ -258,10 +259,11 @@ def _load(
         check_state(document["state"])
     model_tensors = _read_tensors(path / MODEL_FILE)
     validate_model_tensors(model_tensors, model)
+    check_finite(model_tensors, MODEL_FILE)
     try:
-        optimizer_state = optimizer_state_dict(
-            document["optimizer"], _read_tensors(path / OPTIMIZER_FILE), optimizer
-        )
+        optimizer_tensors = _read_tensors(path / OPTIMIZER_FILE)
+        check_finite(optimizer_tensors, OPTIMIZER_FILE)
+        optimizer_state = optimizer_state_dict(document["optimizer"], optimizer_tensors, optimizer)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{STATE_FILE} has a malformed optimizer section: {exc}") from exc
     rng = _read_tensors(path / RNG_FILE)

@@ -53,6 +53,19 @@ def validate_model_tensors(tensors: Mapping[str, torch.Tensor], model: torch.nn.
         raise CheckpointError("checkpoint does not fit this model: " + "; ".join(problems))
 
 
+def check_finite(tensors: Mapping[str, torch.Tensor], file: str) -> None:
+    """Raise CheckpointError naming the tensors of ``file`` that hold NaN or Inf: weights or
+    optimizer moments like that would turn every later answer and step into NaN."""
+    bad = sorted(
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    )
+    if bad:
+        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise CheckpointError(f"{file} holds NaN or Inf in {', '.join(bad[:_SHOWN])}{more}")
+
+
 def optimizer_state_dict(
     saved: dict[str, Any], tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
