@@ -202,6 +202,32 @@ def test_a_streamed_run_starts_and_finishes(live_server: LiveServer) -> None:
     assert events[-1]["last_loss"] == pytest.approx(summary.losses[-1])
 
 
+def test_a_run_sent_by_rest_finishes_when_its_client_says_so(live_server: LiveServer) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((8, TINY.input_dim)).astype(np.float32)
+    y = (rng.random(8) > 0.5).astype(np.float32)
+    with Client(live_server.url) as client:
+        summary = StreamingTrainer(
+            client, X, y, batch_size=4, feedback_every=0, transport="rest"
+        ).run()
+    assert summary.transport == "rest"
+    with live_server.http() as http:
+        events = read_events(http, 4, types="run_started,batch_trained,run_finished")
+        again = http.post(f"/v1/runs/{summary.run_id}/finish")
+        unknown = http.post("/v1/runs/nope/finish")
+    assert [e["type"] for e in events] == [
+        "run_started", "batch_trained", "batch_trained", "run_finished",
+    ]  # fmt: skip
+    assert events[-1]["run_id"] == summary.run_id
+    assert events[-1]["batches"] == 2
+    assert again.status_code == 200
+    assert again.json() == {"run_id": summary.run_id, "next_seq": 2, "announced": False}
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "status": "error", "error": "No run 'nope' on this server", "error_type": "not_found",
+    }  # fmt: skip
+
+
 def _result(loss: float, step: int) -> TrainResult:
     return TrainResult(
         batch_size=2, epochs=1, losses=[loss], probabilities=np.array([0.2, 0.4], np.float32),

@@ -189,10 +189,27 @@ class StreamingTrainer:
                 logger.info("resynchronising run %s: %s", self.run_id, exc)
             except UnreachableError as exc:
                 self._wait(url, str(exc))
+        if self.transport == "rest":
+            self._say_finished()
         self.summary.seconds = time.perf_counter() - self._started
         self.summary.run_id = self.run_id
         self.summary.transport = self.transport
         return self.summary
+
+    def _say_finished(self) -> None:
+        """A run sent by REST has no stream to close: tell the server it is done, so it
+        announces ``run_finished``. A server without the route (the seed's) is fine too."""
+        url, token = self._url, self._token
+        try:
+            response = self.client._http.post(
+                f"{url}/v1/runs/{self.run_id}/finish", headers=auth_headers(token)
+            )
+        except httpx.HTTPError as exc:
+            logger.info("could not tell %s that run %s finished: %s", url, self.run_id, exc)
+            return
+        if response.is_error:
+            logger.info("%s did not take the end of run %s: HTTP %d", url, self.run_id,
+                        response.status_code)  # fmt: skip
 
     def _done(self) -> bool:
         return self._counted >= self.total or (self._stopping and not self._pending)

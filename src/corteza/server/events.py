@@ -10,7 +10,7 @@ Prometheus histograms listen. Types and their fields:
 - ``checkpoint_saved`` {step, name, bytes, seconds, reason}
 - ``run_started`` {run_id}: the first batch of a run trained by this process
 - ``run_finished`` {run_id, batches, last_loss}: the client closed the run's stream
-  cleanly (close code 1000); the stream protocol has no other goodbye
+  cleanly (close code 1000), or ``POST /v1/runs/{run_id}/finish`` for a run sent by REST
 - ``stalled`` {idle_seconds, last_step}: no batch for ``stall_minutes``, once per lull
 - ``loss_improved`` {step, loss, previous_best}
 
@@ -301,15 +301,16 @@ class TrainingEvents:
             success_rate=total / received if received else 0.0,
         )  # fmt: skip
 
-    def run_closed(self, run_id: str) -> None:
-        """The client closed the run's stream cleanly: ``run_finished`` if it trained here."""
+    def run_closed(self, run_id: str) -> bool:
+        """The client is done with the run: ``run_finished`` if it trained here (True)."""
         with self._lock:
             progress = self._runs.pop(run_id, None)
-        if progress is not None:
-            self.bus.publish(
-                "run_finished", run_id=run_id, batches=progress.batches,
-                last_loss=progress.last_loss,
-            )  # fmt: skip
+        if progress is None:
+            return False
+        self.bus.publish(
+            "run_finished", run_id=run_id, batches=progress.batches, last_loss=progress.last_loss
+        )
+        return True
 
     def _watch_stalls(self) -> None:
         tick = min(self.stall_seconds / 4, 1.0)
