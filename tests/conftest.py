@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -19,6 +19,7 @@ from corteza.server import Settings, create_app
 from corteza.server.state import ServerState
 
 TINY = ModelConfig.tiny()
+FIGURES = pytest.StashKey[list[str]]()
 
 # Tiny models gain nothing from intra-op threads, and OpenMP workers that
 # spin against another busy process slow a 25k-parameter step 80-fold.
@@ -94,3 +95,26 @@ def live_server(tiny_settings: Settings) -> Iterator[LiveServer]:
 def http(live_server: LiveServer) -> Iterator[httpx.Client]:
     with live_server.http() as client:
         yield client
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure; the run ends with a "figures" section listing them all,
+    so CI prints them without ``-s``."""
+    lines = request.config.stash.setdefault(FIGURES, [])
+
+    def record(line: str) -> None:
+        lines.append(line)
+        print(line)
+
+    return record
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,9 @@ def _number(page: Page, selector: str) -> float:
     return float(page.locator(selector).inner_text().replace(",", ""))
 
 
-def test_the_page_follows_training_live(page: Page, server: LiveServer) -> None:
+def test_the_page_follows_training_live(
+    page: Page, server: LiveServer, figure: Callable[[str], None]
+) -> None:
     origin = urlsplit(server.url)
     requests: list[str] = []
     problems: list[str] = []
@@ -159,6 +161,8 @@ def test_the_page_follows_training_live(page: Page, server: LiveServer) -> None:
     expect(page.locator("#footer")).to_contain_text(f"{total:,} samples trained")  # a poll
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    points = page.locator("#chart").get_attribute("data-points")
+    figure(f"dashboard: chart_points={points} screenshot={ARTIFACTS.name}/dashboard.png")
     foreign = [url for url in requests if urlsplit(url)[:2] != origin[:2]]
     assert foreign == []
     assert problems == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,10 @@ def _routes(http: httpx.Client, existing: dict[str, str]) -> list[tuple[str, str
 
 
 def test_no_route_answers_without_the_token(
-    secured_server: LiveServer, secured_http: httpx.Client, existing: dict[str, str]
+    secured_server: LiveServer,
+    secured_http: httpx.Client,
+    existing: dict[str, str],
+    figure: Callable[[str], None],
 ) -> None:
     bodies = _bodies()
     routes = _routes(secured_http, existing)
@@ -149,8 +153,8 @@ def test_no_route_answers_without_the_token(
                 } or response.headers.get("www-authenticate") != "Bearer":  # fmt: skip
                     wrong.append(f"{where}: {response.text[:120]}")
     stream_refusals = _stream_refusals(secured_server)
-    print(
-        f"FIGURE auth-sweep: routes={len(routes) + 1} "
+    figure(
+        f"auth-sweep: routes={len(routes) + 1} "
         f"requests={tally['requests'] + stream_refusals} "
         f"unauthenticated_2xx={tally['unauthenticated_2xx']}"
     )

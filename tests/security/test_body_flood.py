@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,7 +67,9 @@ def _flood(port: int) -> str:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-def test_concurrent_oversized_bodies_keep_memory_bounded(capped_server: LiveServer) -> None:
+def test_concurrent_oversized_bodies_keep_memory_bounded(
+    capped_server: LiveServer, figure: Callable[[str], None]
+) -> None:
     port = int(capped_server.url.rsplit(":", 1)[1])
     baseline = peak = _rss()
     done = threading.Event()
@@ -86,8 +88,8 @@ def test_concurrent_oversized_bodies_keep_memory_bounded(capped_server: LiveServ
     sampler.join()
     growth = (peak - baseline) / MB
     refused = sum(o.startswith("HTTP/1.1 413 ") for o in outcomes)
-    print(
-        f"FIGURE body-flood: clients={CLIENTS} offered_mb={CLIENTS * BODY_MB} "
+    figure(
+        f"body-flood: clients={CLIENTS} offered_mb={CLIENTS * BODY_MB} "
         f"refused_413={refused} rss_growth_mb={growth:.1f}"
     )
     assert refused > 0

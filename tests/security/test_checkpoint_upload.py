@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def test_a_pickle_is_never_executed_wherever_it_goes(
     secured_http: httpx.Client,
     checkpoint: dict[str, bytes],
     tmp_path: Path,
+    figure: Callable[[str], None],
 ) -> None:
     canary = tmp_path / "canary"
     before = snapshot_model(secured_server.state)
@@ -130,6 +132,6 @@ def test_a_pickle_is_never_executed_wherever_it_goes(
             assert reply["error_type"] == "malformed_body"
             uploads += 1
     executions = int(canary.exists())
-    print(f"FIGURE pickle-canary: uploads={uploads} executions={executions}")
+    figure(f"pickle-canary: uploads={uploads} executions={executions}")
     assert executions == 0
     assert_same_model(before, snapshot_model(secured_server.state))

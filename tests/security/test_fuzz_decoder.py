@@ -14,7 +14,7 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,12 +256,12 @@ def test_broken_checkpoints_are_refused_over_http(
             assert_same_model(before, snapshot_model(secured_server.state))
 
 
-def test_fuzz_figure() -> None:
+def test_fuzz_figure(figure: Callable[[str], None]) -> None:
     """The totals of this module's fuzz tests (run after them, in file order)."""
     if not CASES["decoder"] or not CASES["checkpoint"]:
         pytest.skip("the fuzz tests of this module did not run")
-    print(
-        f"FIGURE fuzz: decoder_cases={CASES['decoder']} "
+    figure(
+        f"fuzz: decoder_cases={CASES['decoder']} "
         f"checkpoint_cases={CASES['checkpoint']} crashes={CASES['crashes']}"
     )
     assert CASES["crashes"] == 0

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -146,11 +146,11 @@ def test_the_graph_has_dynamic_batch_and_time_and_records_where_it_came_from(
 
 
 def test_onnx_matches_predict_for_both_shapes(
-    live: LiveServer, first_export: httpx.Response
+    live: LiveServer, first_export: httpx.Response, figure: Callable[[str], None]
 ) -> None:
     with live.http() as http:
         diffs = _max_diffs(_session(first_export.content), http, TINY.input_dim)
-    print(f"tiny max abs diffs {dict(zip(OUTPUTS, diffs, strict=True))}")
+    figure(f"onnx-vs-predict tiny: max_abs_diff={max(diffs):.1e} tolerance={TOLERANCE:g}")
     assert max(diffs) <= TOLERANCE
 
 
@@ -240,7 +240,7 @@ def test_a_server_without_the_onnx_extra_answers_501() -> None:
 
 
 @pytest.mark.slow
-def test_the_default_model_exports_and_matches_predict() -> None:
+def test_the_default_model_exports_and_matches_predict(figure: Callable[[str], None]) -> None:
     """The full 73.8M-parameter model: one export, both input shapes."""
     live = start_server(Settings(model=ModelConfig(), seed=0))
     try:
@@ -258,6 +258,6 @@ def test_the_default_model_exports_and_matches_predict() -> None:
                     worst[k] = max(worst[k], float(np.abs(got - want).max()))
     finally:
         stop_server(live)
-    print(f"default export: {seconds:.1f} s, {len(response.content) / 1e6:.1f} MB, "
-          f"max abs diffs {dict(zip(OUTPUTS, worst, strict=True))}")  # fmt: skip
+    figure(f"onnx-vs-predict default: max_abs_diff={max(worst):.1e} tolerance={TOLERANCE:g} "
+           f"export_s={seconds:.1f} size_mb={len(response.content) / 1e6:.1f}")  # fmt: skip
     assert max(worst) <= TOLERANCE
