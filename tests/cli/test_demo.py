@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,9 @@ def test_demo_prints_a_progress_bar_and_a_table() -> None:
     result = _demo("--samples", "64", "--epochs", "1")
     assert result.returncode == 0, result.stderr
     assert "No server configured: starting a local one on 127.0.0.1" in result.stderr
+    live = re.search(r"Live: (http://127\.0\.0\.1:\d+)/ in a browser, "
+                     r"or corteza watch --server (\S+)\n", result.stderr)  # fmt: skip
+    assert live is not None and live.group(1) == live.group(2)
     assert "Training summary" in result.stdout
     assert "held-out ROC-AUC (13 samples)" in result.stdout
 

@@ -338,11 +338,13 @@ def test_banner() -> None:
     assert banner_lines("http://127.0.0.1:8000", None) == [
         "corteza server: http://127.0.0.1:8000 (docs at http://127.0.0.1:8000/docs)",
         "auth: off (no token; this server answers on this machine only)",
+        "dashboard: http://127.0.0.1:8000/",
     ]
     assert banner_lines("https://a.example", "T0K") == [
         "corteza server: https://a.example (docs at https://a.example/docs)",
         "token: T0K",
         "on your machine: corteza connect https://a.example --token T0K",
+        "dashboard: https://a.example/#token=T0K",
     ]
 
 
@@ -386,7 +388,7 @@ def test_serve_reads_the_token_from_corteza_token() -> None:
 def _banner(process: subprocess.Popen[str]) -> list[str]:
     assert process.stdout is not None
     lines = []
-    while len(lines) < 3:
+    while len(lines) < 4:
         line = process.stdout.readline()
         assert line, "the server exited before its banner"
         lines.append(line.rstrip("\n"))
@@ -403,7 +405,7 @@ def test_serve_generates_and_prints_a_token_beyond_loopback() -> None:
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
     ) as process:
         try:
-            first, token_line, connect_line = _banner(process)
+            first, token_line, connect_line, dashboard_line = _banner(process)
             token = token_line.removeprefix("token: ")
             assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token)
             url = re.fullmatch(r"corteza server: (http://\S+) \(docs at \S+/docs\)", first)
@@ -411,6 +413,7 @@ def test_serve_generates_and_prints_a_token_beyond_loopback() -> None:
             assert connect_line == (
                 f"on your machine: corteza connect {url.group(1)} --token {token}"
             )
+            assert dashboard_line == f"dashboard: {url.group(1)}/#token={token}"
             local = f"http://127.0.0.1:{port}"
             _wait_health(local)
             assert httpx.get(f"{local}/status", timeout=30).status_code == 401

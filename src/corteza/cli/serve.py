@@ -177,11 +177,10 @@ def serve(
 def _serve_tunnelled(settings: Settings, kind: str) -> None:
     """Serve behind a tunnel; once it is open, print its URL, the token and what to paste."""
     from corteza.server.security import print_banner
-    from corteza.server.tunnel import TunnelError, dashboard_url, serve_with_tunnel
+    from corteza.server.tunnel import TunnelError, serve_with_tunnel
 
     def opened(url: str) -> None:
         print_banner(url, settings.token)
-        typer.echo(f"dashboard: {dashboard_url(url, settings.token)}")
 
     try:
         serve_with_tunnel(settings, kind, opened)

@@ -59,6 +59,9 @@ def server_for(url: str | None, local_args: list[str], *, quiet: bool) -> Iterat
     if not quiet:
         console.print("No server configured: starting a local one on 127.0.0.1...")
     with LocalServer(local_args) as local:
+        if not quiet:
+            console.print(f"Live: {local.url}/ in a browser, or corteza watch --server {local.url}",
+                          soft_wrap=True)  # fmt: skip
         yield local.url
 
 

@@ -22,10 +22,10 @@ import uvicorn
 
 from corteza.model import PRESETS
 from corteza.server.app import create_app
-from corteza.server.security import resolve_token
+from corteza.server.security import dashboard_url, resolve_token
 from corteza.server.security_limits import uvicorn_options
 from corteza.server.settings import Settings
-from corteza.server.tunnel import TunnelledServer, dashboard_url, expose, make_tunnel
+from corteza.server.tunnel import TunnelledServer, expose, make_tunnel
 
 logger = logging.getLogger(__name__)
 

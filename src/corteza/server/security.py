@@ -164,14 +164,21 @@ def _lan_address() -> str:
     return address
 
 
+def dashboard_url(url: str, token: str | None) -> str:
+    """The dashboard's link; the token rides in the fragment, which browsers never send."""
+    return f"{url}/#token={token}" if token else f"{url}/"
+
+
 def banner_lines(url: str, token: str | None) -> list[str]:
-    """What a user needs at start: the URL and, with auth on, the token and what to paste."""
+    """What a user needs at start: the URL, with auth on the token and what to paste, and
+    the dashboard's link."""
     lines = [f"corteza server: {url} (docs at {url}/docs)"]
     if token is None:
         lines.append("auth: off (no token; this server answers on this machine only)")
     else:
         lines.append(f"token: {token}")
         lines.append(f"on your machine: corteza connect {url} --token {token}")
+    lines.append(f"dashboard: {dashboard_url(url, token)}")
     return lines
 
 

@@ -294,11 +294,6 @@ def loopback(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def dashboard_url(url: str, token: str | None) -> str:
-    """The dashboard's link; the token rides in the fragment, which browsers never send."""
-    return f"{url}/#token={token}" if token else f"{url}/"
-
-
 def expose(settings: Settings, public_url: str) -> None:
     """Let requests through the tunnel in: its host joins the Host allow-list."""
     host = urlsplit(public_url).hostname
