@@ -152,10 +152,7 @@ def encode_batch(
     for key, value in (("batch_id", batch_id), ("run_id", run_id), ("seq", seq)):
         if value is not None:
             metadata[key] = str(value)
-    if dtype == "bf16":
-        return save(tensors, metadata)
-    data: bytes = safetensors.numpy.save(tensors, metadata=metadata)
-    return data
+    return _save(tensors, metadata, dtype)
 
 
 def encode_inputs(inputs: ArrayLike, *, dtype: WireDtype = "f32") -> bytes:
@@ -169,9 +166,11 @@ def encode_inputs(inputs: ArrayLike, *, dtype: WireDtype = "f32") -> bytes:
             f"inputs must be (B, D) or (B, T, D), got shape {list(x.shape)}",
             ErrorType.DIMENSION_MISMATCH,
         )
-    tensors = {INPUTS: _to_wire(x, dtype)}
-    metadata = {"protocol": PROTOCOL_VERSION}
-    if dtype == "bf16":
+    return _save({INPUTS: _to_wire(x, dtype)}, {"protocol": PROTOCOL_VERSION}, dtype)
+
+
+def _save(tensors: dict[str, NDArray[Any]], metadata: dict[str, str], dtype: WireDtype) -> bytes:
+    if dtype == "bf16":  # numpy has no bfloat16: written by our own writer
         return save(tensors, metadata)
     data: bytes = safetensors.numpy.save(tensors, metadata=metadata)
     return data
@@ -221,38 +220,16 @@ def decode_batch(
     Raises :class:`~corteza.wire.BatchError`, and nothing else, for any body
     that is not a valid batch for a model of width ``input_dim``.
     """
-    if len(data) == 0:
-        raise malformed(f"the body is empty; send a safetensors file ({BATCH_CONTENT_TYPE})")
-    header, body_start = read_header(data)
-    metadata = read_metadata(header)
-    _check_protocol(metadata)
-    entries = read_entries(header, len(data) - body_start)
+    metadata, entries, body_start = _open(data, max_batch, required=(INPUTS, LABELS))
     epochs = _integer(metadata, "epochs")
     seq = _integer(metadata, "seq")
     if seq is not None and seq < 0:
         raise BatchError(
             f"seq must be a non-negative integer, got {seq}", ErrorType.INVALID_REQUEST
         )
-    for name in entries:
-        if name not in _TENSORS:
-            raise BatchError(
-                f'Unknown tensor "{shorten(name)}" in batch; expected inputs, anomaly_label, '
-                "dendrite_target or coherence_target",
-                ErrorType.INVALID_REQUEST,
-            )
-    for name in (INPUTS, LABELS):
-        if name not in entries:
-            raise BatchError(f'Batch has no "{name}" tensor', ErrorType.INVALID_REQUEST)
-    _check_dtype(entries, INPUTS, tuple(_WIRE_DTYPES))
     _check_dtype(entries, LABELS, _LABEL_DTYPES)
     _check_dtype(entries, DENDRITE_TARGET, ("F32",))
     _check_dtype(entries, COHERENCE_TARGET, ("F32",))
-    size = entries[INPUTS].shape[0] if entries[INPUTS].shape else 0
-    if max_batch is not None and size > max_batch:
-        raise BatchError(
-            f"Batch too large: {size} samples, this server takes at most {max_batch}",
-            ErrorType.INVALID_REQUEST,
-        )
     labels_entry = entries[LABELS]
     if len(labels_entry.shape) != 1:
         raise BatchError(
@@ -295,10 +272,21 @@ def decode_inputs(
     batch sent as it is) they are ignored. Raises :class:`~corteza.wire.BatchError`,
     and nothing else, for any body that does not hold valid inputs.
     """
+    _, entries, body_start = _open(data, max_batch, required=(INPUTS,))
+    return validate_inputs(read_array(data, body_start, entries[INPUTS]), input_dim=input_dim)
+
+
+def _open(
+    data: bytes, max_batch: int | None, *, required: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, Entry], int]:
+    """The checks both decoders start with: a safetensors header of our protocol, known
+    tensor names, the ``required`` ones present, ``inputs`` of a wire dtype and at most
+    ``max_batch`` samples. Returns the metadata, the entries and where the data starts."""
     if len(data) == 0:
         raise malformed(f"the body is empty; send a safetensors file ({BATCH_CONTENT_TYPE})")
     header, body_start = read_header(data)
-    _check_protocol(read_metadata(header))
+    metadata = read_metadata(header)
+    _check_protocol(metadata)
     entries = read_entries(header, len(data) - body_start)
     for name in entries:
         if name not in _TENSORS:
@@ -307,8 +295,9 @@ def decode_inputs(
                 "dendrite_target or coherence_target",
                 ErrorType.INVALID_REQUEST,
             )
-    if INPUTS not in entries:
-        raise BatchError(f'Batch has no "{INPUTS}" tensor', ErrorType.INVALID_REQUEST)
+    for name in required:
+        if name not in entries:
+            raise BatchError(f'Batch has no "{name}" tensor', ErrorType.INVALID_REQUEST)
     _check_dtype(entries, INPUTS, tuple(_WIRE_DTYPES))
     size = entries[INPUTS].shape[0] if entries[INPUTS].shape else 0
     if max_batch is not None and size > max_batch:
@@ -316,7 +305,7 @@ def decode_inputs(
             f"Batch too large: {size} samples, this server takes at most {max_batch}",
             ErrorType.INVALID_REQUEST,
         )
-    return validate_inputs(read_array(data, body_start, entries[INPUTS]), input_dim=input_dim)
+    return metadata, entries, body_start
 
 
 def _check_protocol(metadata: dict[str, str]) -> None:
