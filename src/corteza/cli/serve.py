@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from corteza.cli.logs import setup_logging
-
-if TYPE_CHECKING:
-    from corteza.server import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +111,11 @@ def serve(
 ) -> None:
     """Run the training server (the seed's routes plus /docs)."""
     # Imported here so the light, torch-free install can still run the other commands.
-    import uvicorn
-
     from corteza.model import PRESETS, ModelConfig
-    from corteza.server import Settings, create_app
+    from corteza.server import Settings
     from corteza.server.security import SecurityConfigError, print_banner, resolve_token, server_url
-    from corteza.server.security_limits import uvicorn_options
+    from corteza.server.tunnel import TunnelError
+    from corteza.server.tunnel import serve as serve_forever
 
     try:
         token = resolve_token(
@@ -160,30 +156,13 @@ def serve(
         typer.echo(f"error: {_first_line(exc)}", err=True)
         raise typer.Exit(2) from exc
     logger.info("serving on %s:%d, auth %s", host, port, "on" if token else "off")
-    if tunnel is not TunnelChoice.none:
-        _serve_tunnelled(settings, tunnel.value)
-        return
-    print_banner(server_url(host, port), token)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=30,
-        **uvicorn_options(settings),
-    )
 
-
-def _serve_tunnelled(settings: Settings, kind: str) -> None:
-    """Serve behind a tunnel; once it is open, print its URL, the token and what to paste."""
-    from corteza.server.security import print_banner
-    from corteza.server.tunnel import TunnelError, serve_with_tunnel
-
-    def opened(url: str) -> None:
-        print_banner(url, settings.token)
+    def ready(public_url: str | None) -> None:
+        """Once the model is up (and the tunnel open): the URL, the token, what to paste."""
+        print_banner(public_url or server_url(host, port), token)
 
     try:
-        serve_with_tunnel(settings, kind, opened)
+        serve_forever(settings, tunnel.value, ready)
     except TunnelError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -18,14 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import uvicorn
-
 from corteza.model import PRESETS
-from corteza.server.app import create_app
 from corteza.server.security import dashboard_url, resolve_token
-from corteza.server.security_limits import uvicorn_options
 from corteza.server.settings import Settings
-from corteza.server.tunnel import TunnelledServer, expose, make_tunnel
+from corteza.server.tunnel import TunnelledServer, make_tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -144,14 +140,10 @@ def serve_in_background(
     sock = _listen(host, port or 0)
     settings.port = sock.getsockname()[1]
     try:
-        config = uvicorn.Config(
-            create_app(settings), host=host, port=settings.port, log_level=settings.log_level,
-            access_log=False, timeout_graceful_shutdown=30, **uvicorn_options(settings),
-        )  # fmt: skip
+        server = TunnelledServer(settings, opener, access_log=False)
     except BaseException:
         sock.close()
         raise
-    server = TunnelledServer(config, opener, on_open=lambda url: expose(settings, url))
     failures = _StartupFailures()
     logging.getLogger("uvicorn.error").addHandler(failures)
     thread = threading.Thread(

@@ -312,14 +312,22 @@ class TunnelledServer(uvicorn.Server):
 
     def __init__(
         self,
-        config: uvicorn.Config,
+        settings: Settings,
         tunnel: Tunnel | None,
-        on_open: Callable[[str], None] | None = None,
+        on_ready: Callable[[str | None], None] | None = None,
+        **config: Any,
     ) -> None:
-        super().__init__(config)
+        super().__init__(
+            uvicorn.Config(
+                create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=30,
+                **{**uvicorn_options(settings), **config},
+            )
+        )  # fmt: skip
+        self.settings = settings
         self.tunnel = tunnel
-        self.on_open = on_open
-        self.local_url = f"http://{loopback(config.host)}:{config.port}"
+        self.on_ready = on_ready
+        self.local_url = f"http://{loopback(self.config.host)}:{self.config.port}"
         self.public_url: str | None = None
         self.tunnel_error: TunnelError | None = None
         self.ready = threading.Event()
@@ -332,6 +340,8 @@ class TunnelledServer(uvicorn.Server):
                 self.local_url = f"http://{loopback(self.config.host)}:{port}"
             if self.tunnel is not None and self.started and not self.should_exit:
                 self._open_tunnel(self.tunnel)
+            if self.on_ready is not None and self.started and not self.should_exit:
+                self.on_ready(self.public_url)
         finally:
             self.ready.set()
 
@@ -340,8 +350,7 @@ class TunnelledServer(uvicorn.Server):
         # URL is on the Host allow-list.
         try:
             self.public_url = tunnel.start(self.local_url)
-            if self.on_open is not None:
-                self.on_open(self.public_url)
+            expose(self.settings, self.public_url)
         except TunnelError as exc:
             self.tunnel_error = exc
             self.should_exit = True  # uvicorn still runs the shutdown: the lifespan closes
@@ -363,24 +372,18 @@ class TunnelledServer(uvicorn.Server):
             self.tunnel.stop()
 
 
-def serve_with_tunnel(settings: Settings, kind: str, on_open: Callable[[str], None]) -> None:
-    """Serve in this thread behind a tunnel until a signal; ``on_open(public_url)`` once open.
+def serve(
+    settings: Settings, kind: str = "none", on_ready: Callable[[str | None], None] | None = None
+) -> None:
+    """Serve in this thread until a signal, behind a tunnel of ``kind`` unless ``"none"``;
+    ``on_ready(public_url)`` once the app has started (and the tunnel is open).
 
     Raises :class:`TunnelError` after a clean shutdown when the tunnel cannot open.
     """
     tunnel = make_tunnel(kind)
     if tunnel is not None:
         tunnel.prepare()  # before the model is built: a missing program fails fast
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level, timeout_graceful_shutdown=30, **uvicorn_options(settings),
-    )  # fmt: skip
-
-    def opened(public_url: str) -> None:
-        expose(settings, public_url)
-        on_open(public_url)
-
-    server = TunnelledServer(config, tunnel, on_open=opened)
+    server = TunnelledServer(settings, tunnel, on_ready)
     server.run()
     if server.tunnel_error is not None:
         raise server.tunnel_error
