@@ -24,7 +24,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class CortezaError(Exception):
@@ -159,3 +163,13 @@ def parse_error(status: int, body: Any) -> ServerError:
     if cls is None:
         cls = InternalServerError if status >= 500 else InvalidRequestError
     return cls(message, status=status, error_type=error_type, body=data)
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    """Raise the typed exception of an error answer (its body read); nothing for a success."""
+    if response.is_error:
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        raise parse_error(response.status_code, body)

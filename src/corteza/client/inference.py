@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from corteza.client.errors import ProtocolError, parse_error
+from corteza.client.errors import ProtocolError, raise_for_error
+from corteza.client.files import fsync_dir
 from corteza.client.payloads import invalid_data
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
@@ -80,11 +81,7 @@ def download_onnx(http: httpx.Client, dest: Path, progress: Progress | None = No
     with http.stream("GET", EXPORT_PATH) as response:
         if response.is_error:
             response.read()
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            raise parse_error(response.status_code, body)
+            raise_for_error(response)
         target = _target(dest, response.headers.get("content-disposition", ""))
         target.parent.mkdir(parents=True, exist_ok=True)
         total = int(response.headers["content-length"]) if "content-length" in response.headers \
@@ -105,7 +102,7 @@ def download_onnx(http: httpx.Client, dest: Path, progress: Progress | None = No
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return target
 
 
@@ -122,14 +119,3 @@ def _verify(header: str | None, got: bytes) -> None:
         raise ProtocolError(f"{EXPORT_PATH} answered without a sha-256 Repr-Digest")
     if base64.b64decode(match.group(1)) != got:
         raise ProtocolError("the ONNX file arrived corrupted (sha256 differs); pull again")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Windows cannot open a folder
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

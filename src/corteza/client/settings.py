@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corteza.client.errors import InvalidDataError
+from corteza.client.files import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def save_server(url: str, token: str | None = None) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -179,17 +180,6 @@ def follow_saved_server(url: str, token: str | None) -> Locator:
         return last
 
     return locate
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX only; Windows cannot open a directory)."""
-    if sys.platform == "win32":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unreadable(path: Path, why: str) -> InvalidDataError:

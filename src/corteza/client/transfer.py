@@ -16,19 +16,14 @@ from typing import Any
 
 import httpx
 
-from corteza.client.errors import InvalidDataError, ProtocolError, parse_error
+from corteza.client.errors import InvalidDataError, ProtocolError, raise_for_error
 
 MANIFEST = "MANIFEST.json"
 CHUNK = 64 * 1024 * 1024
 
 
 def _check(response: httpx.Response) -> Any:
-    if response.is_error:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        raise parse_error(response.status_code, body)
+    raise_for_error(response)
     return response.json()
 
 
