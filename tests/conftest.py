@@ -15,8 +15,9 @@ from fastapi import FastAPI
 
 from corteza.client import free_port
 from corteza.model import ModelConfig
-from corteza.server import Settings, create_app
+from corteza.server import Settings
 from corteza.server.state import ServerState
+from corteza.server.tunnel import TunnelledServer
 
 TINY = ModelConfig.tiny()
 FIGURES = pytest.StashKey[list[str]]()
@@ -46,10 +47,10 @@ class LiveServer:
 
 def start_server(settings: Settings, port: int | None = None) -> LiveServer:
     """Serve ``settings`` on ``port`` (default: a free one; a fixed one restarts a server there)."""
-    app = create_app(settings)
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
+    # The server `corteza serve` runs, limits and shutdown included, without a tunnel.
+    server = TunnelledServer(settings.model_copy(update={"port": port}), None, log_level="warning")
+    app = server.app
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -61,7 +62,6 @@ def start_server(settings: Settings, port: int | None = None) -> LiveServer:
 
 
 def stop_server(live: LiveServer) -> None:
-    live.state.events.close()  # ends open event streams, which would hold up the shutdown
     live.server.should_exit = True
     live.thread.join(timeout=30)
 

@@ -180,8 +180,6 @@ def test_watch_waits_for_a_restarted_server(tiny_settings: Settings, watch: Watc
             for _ in range(3):
                 client.train_batch(data.X, data.y)
         watched.read_until(r".* batch_trained step 3 · .*")
-        # An open event stream holds a stopping server no longer than this, as with SIGTERM.
-        server.server.config.timeout_graceful_shutdown = 1
         stop_server(server)
         assert watched.line(watched.err).startswith("reconnecting... (")
         server = start_server(tiny_settings, port=port)  # a new process: new event ids

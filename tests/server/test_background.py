@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,36 @@ TINY_DIM = 32  # the tiny preset's input width
 
 def server_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("corteza-server")]
+
+
+def test_stop_ends_an_open_event_stream_at_once() -> None:
+    """A dashboard left open in the browser must not hold stop() for the 30 s grace: a
+    server in a notebook's thread gets no signal to end its event streams."""
+    server = serve_in_background(preset="tiny")
+    failures: list[Exception] = []
+    opened = threading.Event()
+
+    def follow() -> None:
+        try:
+            with httpx.stream("GET", f"{server.url}/v1/events", timeout=60) as response:
+                opened.set()
+                for _ in response.iter_lines():  # ends when the server ends the stream
+                    pass
+        except httpx.HTTPError as exc:
+            failures.append(exc)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        assert opened.wait(30)
+    finally:
+        started = time.monotonic()
+        server.stop()
+        stopped = time.monotonic() - started
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert failures == []  # the stream was ended, not dropped
+    assert stopped < 10, f"stop() took {stopped:.1f} s"
 
 
 def test_the_call_returns_while_the_server_runs_and_stop_saves_a_checkpoint(

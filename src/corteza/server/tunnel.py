@@ -317,13 +317,13 @@ class TunnelledServer(uvicorn.Server):
         on_ready: Callable[[str | None], None] | None = None,
         **config: Any,
     ) -> None:
-        super().__init__(
-            uvicorn.Config(
-                create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=30,
-                **{**uvicorn_options(settings), **config},
-            )
-        )  # fmt: skip
+        """``config``: uvicorn.Config arguments over those made from ``settings``."""
+        self.app = create_app(settings)
+        options: dict[str, Any] = {
+            "host": settings.host, "port": settings.port, "log_level": settings.log_level,
+            "timeout_graceful_shutdown": 30, **uvicorn_options(settings), **config,
+        }  # fmt: skip
+        super().__init__(uvicorn.Config(self.app, **options))
         self.settings = settings
         self.tunnel = tunnel
         self.on_ready = on_ready
@@ -356,6 +356,12 @@ class TunnelledServer(uvicorn.Server):
             self.should_exit = True  # uvicorn still runs the shutdown: the lifespan closes
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Event streams never end by themselves: end them first, or they would hold the
+        # graceful shutdown for its whole timeout (a signal ends them too, but a server in
+        # a notebook's thread gets none).
+        state = getattr(self.app.state, "corteza", None)  # None when the start-up failed
+        if state is not None:
+            state.events.close()
         try:
             await super().shutdown(sockets)
         finally:
