@@ -20,8 +20,8 @@ import numpy as np
 
 from corteza.model import ModelConfig
 from corteza.server import Settings
-from corteza.server.checkpoint import load_latest, save_checkpoint
-from corteza.server.trainer import Trainer
+from corteza.server.checkpoints.store import load_latest, save_checkpoint
+from corteza.server.engine.trainer import Trainer
 from corteza.wire import validate_batch
 
 
@@ -39,8 +39,14 @@ def main() -> None:
         saves = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            path = save_checkpoint(root, model=trainer.model, optimizer=trainer.optimizer,
-                                   state={"step": 1}, step=trainer.step, keep=2)  # fmt: skip
+            path = save_checkpoint(
+                root,
+                model=trainer.model,
+                optimizer=trainer.optimizer,
+                state={"step": 1},
+                step=trainer.step,
+                keep=2,
+            )
             saves.append(time.perf_counter() - started)
         sizes = {f.name: f.stat().st_size for f in path.iterdir()}
         started = time.perf_counter()
@@ -48,8 +54,10 @@ def main() -> None:
         load = time.perf_counter() - started
     assert report.loaded is not None
     total = sum(sizes.values())
-    print(f"default model, {trainer.parameter_count:,} parameters; one batch-32 step took "
-          f"{step_seconds:.2f} s")  # fmt: skip
+    print(
+        f"default model, {trainer.parameter_count:,} parameters; one batch-32 step took "
+        f"{step_seconds:.2f} s"
+    )
     print(f"save: {', '.join(f'{s:.2f}' for s in saves)} s; load (verify + restore): {load:.2f} s")
     print(
         f"size: {total / 1e6:.1f} MB ("

@@ -49,8 +49,10 @@ def main() -> None:
     args = parser.parse_args()
     n, repeats = (256, 3) if args.quick else (args.samples, args.repeats)
     X = make_dataset(n, input_dim=1600, seed=0).X
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}; "
-          f"{n} samples of 1600 floats, median of {repeats}")  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, Python {platform.python_version()}; "
+        f"{n} samples of 1600 floats, median of {repeats}"
+    )
     serve = ["--preset", "tiny", "--input-dim", "1600", "--log-level", "warning"]
 
     with LocalServer(serve) as srv:
@@ -76,14 +78,17 @@ def main() -> None:
 
     print(f"\n{'path':<34} {'request bytes':>14} {'seconds':>9} {'vs JSON':>8}")
     print(f"{'predict, JSON (seed format)':<34} {json_bytes:>14,} {as_json:>9.3f} {1.0:>8.2f}")
-    print(f"{'predict, safetensors both ways':<34} {binary_bytes:>14,} {as_binary:>9.3f} "
-          f"{as_json / as_binary:>8.1f}x")  # fmt: skip
-    print(f"{'onnxruntime on this machine':<34} {0:>14,} {local:>9.3f} "
-          f"{as_json / local:>8.1f}x")  # fmt: skip
+    print(
+        f"{'predict, safetensors both ways':<34} {binary_bytes:>14,} {as_binary:>9.3f} "
+        f"{as_json / as_binary:>8.1f}x"
+    )
+    print(f"{'onnxruntime on this machine':<34} {0:>14,} {local:>9.3f} {as_json / local:>8.1f}x")
     print(f"\nONNX export + download: {export_s:.1f} s; largest |p_onnx - p_server| = {diff:.1e}")
     per_open, per_token = open_status / 200 * 1e3, token_status / 200 * 1e3
-    print(f"GET /status: {per_open:.2f} ms without a token, {per_token:.2f} ms with one "
-          f"(ratio {per_token / per_open:.2f})")  # fmt: skip
+    print(
+        f"GET /status: {per_open:.2f} ms without a token, {per_token:.2f} ms with one "
+        f"(ratio {per_token / per_open:.2f})"
+    )
 
 
 if __name__ == "__main__":

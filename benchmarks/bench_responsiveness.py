@@ -53,7 +53,7 @@ from fastapi import FastAPI, Request
 from corteza.client import encode_json_batch, free_port, make_dataset
 from corteza.model import ModelConfig
 from corteza.server import Settings, create_app
-from corteza.server.trainer import Trainer
+from corteza.server.engine.trainer import Trainer
 from corteza.wire import BATCH_CONTENT_TYPE, TrainRequest, batch_from_rows, encode_batch
 
 HOST = "127.0.0.1"
@@ -233,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between polls (0.02)")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument(
-        "--wire-format", choices=("json", "binary"), default="json",
+        "--wire-format",
+        choices=("json", "binary"),
+        default="json",
         help="corteza's request body (the baseline always gets the seed's JSON)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     batch_size = args.batch_size or (32 if args.quick else 256)
     duration = args.duration or (5.0 if args.quick else 30.0)

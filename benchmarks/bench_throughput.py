@@ -48,7 +48,7 @@ import torch
 from corteza.client import Client, LocalServer, make_dataset
 from corteza.model import ModelConfig
 from corteza.server import Settings
-from corteza.server.trainer import Trainer
+from corteza.server.engine.trainer import Trainer
 from corteza.wire import validate_batch
 
 BATCH_SIZES = (32, 64, 256)

@@ -36,8 +36,8 @@ import uvicorn
 from corteza.client import encode_json_batch, free_port, make_dataset
 from corteza.model import ModelConfig
 from corteza.server import Settings, create_app
-from corteza.server.routes.training import parse_train_request
-from corteza.server.trainer import Trainer, TrainResult
+from corteza.server.edge.routes.training import parse_train_request
+from corteza.server.engine.trainer import Trainer, TrainResult
 from corteza.wire import BATCH_CONTENT_TYPE, Batch, decode_batch, encode_batch
 
 DIM = 1600
@@ -62,17 +62,23 @@ def codec_table(batch: int, repeat: int) -> None:
     rows = []
     json_body = encode_json_batch(data.X, data.y)
     rows.append(
-        ("JSON (seed)", len(json_body),
-         best_of(lambda: encode_json_batch(data.X, data.y), repeat),
-         best_of(lambda: parse_train_request(json_body, ModelConfig()), repeat))
-    )  # fmt: skip
+        (
+            "JSON (seed)",
+            len(json_body),
+            best_of(lambda: encode_json_batch(data.X, data.y), repeat),
+            best_of(lambda: parse_train_request(json_body, ModelConfig()), repeat),
+        )
+    )
     for dtype in ("f32", "f16"):
         body = encode_batch(data.X, data.y, dtype=dtype)  # type: ignore[arg-type]
         rows.append(
-            (f"binary {dtype}", len(body),
-             best_of(lambda d=dtype: encode_batch(data.X, data.y, dtype=d), repeat),  # type: ignore[misc]
-             best_of(lambda b=body: decode_batch(b, input_dim=DIM), repeat))  # type: ignore[misc]
-        )  # fmt: skip
+            (
+                f"binary {dtype}",
+                len(body),
+                best_of(lambda d=dtype: encode_batch(data.X, data.y, dtype=d), repeat),  # type: ignore[misc]
+                best_of(lambda b=body: decode_batch(b, input_dim=DIM), repeat),
+            )  # type: ignore[misc]
+        )
     print(f"\n1. Bytes and codec time, batch {batch} x {DIM}-D (best of {repeat})")
     print(f"{'format':<12} {'bytes/sample':>13} {'vs seed':>8} {'encode µs':>10} {'decode µs':>10}")
     for name, size, enc, dec in rows:
@@ -90,10 +96,16 @@ def free_train_batch(self: Trainer, batch: Batch) -> TrainResult:
     """A model of negligible cost: a constant answer of the right shape."""
     self.step += batch.epochs
     return TrainResult(
-        batch_size=batch.size, epochs=batch.epochs, losses=[0.5] * batch.epochs,
-        probabilities=np.full(batch.size, 0.5, dtype=np.float32), dendrites=[0.0] * 16,
-        coherence=[0.0] * 64, capa_means=(0.0, 0.0, 0.0), step=self.step, seconds=1e-6,
-    )  # fmt: skip
+        batch_size=batch.size,
+        epochs=batch.epochs,
+        losses=[0.5] * batch.epochs,
+        probabilities=np.full(batch.size, 0.5, dtype=np.float32),
+        dendrites=[0.0] * 16,
+        coherence=[0.0] * 64,
+        capa_means=(0.0, 0.0, 0.0),
+        step=self.step,
+        seconds=1e-6,
+    )
 
 
 def serve_free_model(port: int) -> None:
@@ -130,17 +142,23 @@ def ceiling_table(batches: list[int], seconds: float) -> None:
                     raise
                 time.sleep(0.2)
         print(f"\n2. Wire-only ceiling on loopback (model cost ~0), {seconds:.0f} s per cell")
-        print(f"{'batch':>6} {'JSON samples/s':>15} {'binary f32':>12} {'binary f16':>12} "
-              f"{'f32 / seed':>11}")  # fmt: skip
+        print(
+            f"{'batch':>6} {'JSON samples/s':>15} {'binary f32':>12} {'binary f16':>12} "
+            f"{'f32 / seed':>11}"
+        )
         for batch in batches:
             data = make_dataset(batch, input_dim=DIM, seed=1)
-            json_rate = ceiling(url, encode_json_batch(data.X, data.y), "application/json",
-                                batch, seconds)  # fmt: skip
+            json_rate = ceiling(
+                url, encode_json_batch(data.X, data.y), "application/json", batch, seconds
+            )
             f32 = ceiling(url, encode_batch(data.X, data.y), BATCH_CONTENT_TYPE, batch, seconds)
-            f16 = ceiling(url, encode_batch(data.X, data.y, dtype="f16"), BATCH_CONTENT_TYPE,
-                          batch, seconds)  # fmt: skip
-            print(f"{batch:>6} {json_rate:>15,.0f} {f32:>12,.0f} {f16:>12,.0f} "
-                  f"{f32 / SEED_CEILING:>10.0f}x")  # fmt: skip
+            f16 = ceiling(
+                url, encode_batch(data.X, data.y, dtype="f16"), BATCH_CONTENT_TYPE, batch, seconds
+            )
+            print(
+                f"{batch:>6} {json_rate:>15,.0f} {f32:>12,.0f} {f16:>12,.0f} "
+                f"{f32 / SEED_CEILING:>10.0f}x"
+            )
         print(
             "(client encoding is done once, outside the timed loop; the server decodes, "
             "validates and hands each batch to the worker)"
@@ -155,8 +173,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short ceiling windows")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {multiprocessing.cpu_count()} cores, "
-          f"Python {platform.python_version()}")  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, {multiprocessing.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
     codec_table(64, repeat=3 if args.quick else 7)
     ceiling_table(args.batches, seconds=2.0 if args.quick else 5.0)
 

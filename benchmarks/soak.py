@@ -27,13 +27,26 @@ from pathlib import Path
 import httpx
 
 from corteza.client import free_port, make_dataset, save_dataset
-from corteza.server.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
+from corteza.server.checkpoints.store import CheckpointError, list_checkpoints, verify_checkpoint
 
 
 def serve(port: int, root: Path, every: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "corteza", "serve", "--preset", "tiny", "--port", str(port),
-               "--checkpoint-dir", str(root), "--checkpoint-every", str(every),
-               "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "corteza",
+        "serve",
+        "--preset",
+        "tiny",
+        "--port",
+        str(port),
+        "--checkpoint-dir",
+        str(root),
+        "--checkpoint-every",
+        str(every),
+        "--log-level",
+        "warning",
+    ]
     with log.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
 
@@ -74,11 +87,29 @@ def main() -> None:
     server = serve(port, root, args.checkpoint_every, log)
     wait_healthy(url)
     client = subprocess.Popen(
-        [sys.executable, "-m", "corteza", "train", str(data), "--server", url, "--epochs",
-         str(args.epochs), "--batch-size", str(args.batch_size), "--holdout", "0",
-         "--feedback-every", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "corteza",
+            "train",
+            str(data),
+            "--server",
+            url,
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--holdout",
+            "0",
+            "--feedback-every",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     points = sorted(rng.sample(range(total // 20, total * 19 // 20), args.kills))
     kills, restarts = 0, []
     started = time.monotonic()
@@ -113,11 +144,15 @@ def main() -> None:
         except CheckpointError:
             corrupt += 1
     samples = status["estadisticas"].get("total_muestras")  # type: ignore[union-attr]
-    print(f"client exit {client.returncode} after {seconds:.1f} s; {kills} SIGKILLs at batches "
-          f"{points}; restart to healthy {min(restarts):.1f}-{max(restarts):.1f} s")  # fmt: skip
+    print(
+        f"client exit {client.returncode} after {seconds:.1f} s; {kills} SIGKILLs at batches "
+        f"{points}; restart to healthy {min(restarts):.1f}-{max(restarts):.1f} s"
+    )
     print(f"batches needed {total}, applied {len(applied)}: lost {lost}, applied twice {twice}")
-    print(f"samples trained {samples} (expected {args.samples * args.epochs}); "
-          f"corrupt checkpoints on disk {corrupt}")  # fmt: skip
+    print(
+        f"samples trained {samples} (expected {args.samples * args.epochs}); "
+        f"corrupt checkpoints on disk {corrupt}"
+    )
     ok = client.returncode == 0 and lost == twice == corrupt == 0
     print("goal 0 / 0 / 0:", "met" if ok else f"NOT met\n{err[-2000:]}")
 

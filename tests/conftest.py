@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from corteza.client import free_port
 from corteza.model import ModelConfig
 from corteza.server import Settings
+from corteza.server.launch.tunnel import TunnelledServer
 from corteza.server.state import ServerState
-from corteza.server.tunnel import TunnelledServer
 
 TINY = ModelConfig.tiny()
 FIGURES = pytest.StashKey[list[str]]()

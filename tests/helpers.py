@@ -18,8 +18,12 @@ def corteza(
     """``python -m corteza ARGS`` as a real subprocess, no stdin, output captured."""
     return subprocess.run(
         [sys.executable, "-m", "corteza", *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def samples(n: int, dim: int, *, seed: int = 0, label: int | None = None) -> list[dict[str, Any]]:

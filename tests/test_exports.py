@@ -7,8 +7,14 @@ import types
 
 import pytest
 
-PACKAGES = ["corteza", "corteza.cli", "corteza.client", "corteza.model", "corteza.server",
-            "corteza.wire"]  # fmt: skip
+PACKAGES = [
+    "corteza",
+    "corteza.cli",
+    "corteza.client",
+    "corteza.model",
+    "corteza.server",
+    "corteza.wire",
+]
 
 
 def _isort_key(name: str) -> tuple[int, str]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from corteza.server.checkpoint import list_checkpoints
+from corteza.server.checkpoints.store import list_checkpoints
 from tests.fakes import FAKE_URL, put_fake_cloudflared_on_path
-from tests.server.test_tunnel import alive
+from tests.server.launch.test_tunnel import alive
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "colab_server.ipynb"
 
@@ -65,9 +65,13 @@ def test_the_notebook_starts_a_tunnelled_server_and_stops_it(
     script = "\n\n".join([*cells[:-1], PROBE, cells[-1], AFTER])
     env = {**os.environ, "CORTEZA_PRESET": "tiny", "FAKE_CLOUDFLARED_RECORD": str(record)}
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Not on Colab: checkpoints go to ./checkpoints"

@@ -50,7 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from corteza.client.client import Client
 from corteza.client.config import DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from corteza.client.datasets import Dataset
+from corteza.client.data.datasets import Dataset
 from corteza.client.errors import InvalidDataError
 from corteza.client.payloads import invalid_data, preflight_batch
 from corteza.wire import (
@@ -174,7 +174,7 @@ class ClienteColab:
         every sample is checked first, then ``datos`` goes in batches of ``N``
         (the last may be smaller), one request each, and the list of responses
         comes back. For epochs over a large dataset, streaming and resuming,
-        use :func:`corteza.client.fit.fit` instead.
+        use :func:`corteza.client.training.fit.fit` instead.
         """
         x, y = self._arrays(datos)
         if tamano_lote is None:
@@ -243,14 +243,16 @@ class ClienteColab:
             ):
                 raise InvalidDataError(
                     f"sample {i} must be an object with 'input_data' and 'anomaly_label'",
-                    error_type="invalid_request", sample=i,
-                )  # fmt: skip
+                    error_type="invalid_request",
+                    sample=i,
+                )
             label = muestra["anomaly_label"]
             if isinstance(label, (str, bytes)) or not isinstance(label, (int, float, np.number)):
                 raise InvalidDataError(
                     f"Invalid anomaly_label: sample {i} has {label!r}, expected 0 or 1",
-                    error_type="invalid_label", sample=i,
-                )  # fmt: skip
+                    error_type="invalid_label",
+                    sample=i,
+                )
             row = muestra["input_data"]
             rows.append(row.tolist() if isinstance(row, np.ndarray) else row)
             labels.append(float(label))

@@ -18,7 +18,7 @@ import pytest
 
 from corteza.client import Client, make_dataset
 from corteza.server import Settings
-from corteza.server.routes.dashboard import CONTENT_SECURITY_POLICY
+from corteza.server.edge.routes.dashboard import CONTENT_SECURITY_POLICY
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,9 +55,12 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     settings = Settings(
-        model=TINY, seed=0, lr=3e-3, token=TOKEN,
+        model=TINY,
+        seed=0,
+        lr=3e-3,
+        token=TOKEN,
         checkpoint_dir=tmp_path_factory.mktemp("checkpoints"),
-    )  # fmt: skip
+    )
     live = start_server(settings)
     try:
         yield live
@@ -98,9 +101,10 @@ class Trainer(threading.Thread):
                     self.batches += 1
                     if self.batches % 5 == 0:
                         client.send_feedback(
-                            answer.outputs.dendrite_adjustments, self.batches % 10 == 0,
+                            answer.outputs.dendrite_adjustments,
+                            self.batches % 10 == 0,
                             batch_id=answer.batch_id,
-                        )  # fmt: skip
+                        )
         except BaseException as exc:  # reported by the test
             self.error = exc
 
@@ -203,8 +207,13 @@ def test_a_refused_token_is_explained(
 def test_the_event_parser_survives_any_chunking(page: Page, server: LiveServer) -> None:
     """sse-starlette ends lines with CRLF; a chunk may end between the CR and the LF."""
     page.goto(f"{server.url}/#token={TOKEN}")
-    chunks = ["id: 7\r", '\nevent: batch_trained\r\ndata: {"a"', ":1}\r\n\r", "\n: ping\r\n\r\n",
-              "data: x\ndata: y\n\nid: 8\nevent: bare\n\n"]  # fmt: skip
+    chunks = [
+        "id: 7\r",
+        '\nevent: batch_trained\r\ndata: {"a"',
+        ":1}\r\n\r",
+        "\n: ping\r\n\r\n",
+        "data: x\ndata: y\n\nid: 8\nevent: bare\n\n",
+    ]
     messages = page.evaluate(
         """async (chunks) => {
             const { SseParser } = await import("./static/sse.js");

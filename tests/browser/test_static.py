@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from corteza.server import Settings
-from corteza.server.routes.dashboard import CONTENT_SECURITY_POLICY, STATIC_DIR
+from corteza.server.edge.routes.dashboard import CONTENT_SECURITY_POLICY, STATIC_DIR
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 
 TOKEN = "static-token-0123456789"

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from corteza._version import __version__
 from corteza.cli.connect import connect
 from corteza.client import InvalidDataError, free_port
-from corteza.client.settings import (
+from corteza.client.saved_server import (
     SavedServer,
     config_dir,
     load_saved_server,
@@ -55,8 +55,10 @@ def test_connect_checks_the_server_and_saves_it_readable_by_the_user_only(
     code, out, err = corteza(live_server.url + "/", "--token", TOKEN)
     assert code == 0, err
     parameters = live_server.state.trainer.parameter_count
-    assert out == f"Connected to {live_server.url}: corteza {__version__}, {parameters:,} " \
-        "parameters on CPU\n"  # fmt: skip
+    assert (
+        out == f"Connected to {live_server.url}: corteza {__version__}, {parameters:,} "
+        "parameters on CPU\n"
+    )
     path = config / "server.json"
     assert json.loads(path.read_text()) == {"url": live_server.url, "token": TOKEN}
     if sys.platform != "win32":
@@ -78,9 +80,10 @@ def test_show_masks_the_token(config: Path) -> None:
     assert TOKEN not in out
     code, out, _ = corteza("--show", "--json")
     assert json.loads(out) == {
-        "url": "https://abc.trycloudflare.com", "token": "s3cr...cdef",
+        "url": "https://abc.trycloudflare.com",
+        "token": "s3cr...cdef",
         "path": str(config / "server.json"),
-    }  # fmt: skip
+    }
 
 
 def test_show_says_when_nothing_is_saved() -> None:
@@ -121,13 +124,15 @@ def test_no_check_saves_without_asking(config: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["abc.trycloudflare.com"],
-         "error: A server URL starts with http:// or https://, got 'abc.trycloudflare.com'"),
+        (
+            ["abc.trycloudflare.com"],
+            "error: A server URL starts with http:// or https://, got 'abc.trycloudflare.com'",
+        ),
         ([], "error: give a URL to save, or --show, or --forget"),
         (["--show", "--forget"], "error: give a URL to save, or --show, or --forget"),
         (["http://h:1", "--show"], "error: give a URL to save, or --show, or --forget"),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_are_one_line(args: list[str], message: str, config: Path) -> None:
     code, _, err = corteza(*args)
     assert code == 2

@@ -9,8 +9,8 @@ import pytest
 import typer
 
 from corteza.cli.make_data import make_data
-from corteza.client.datasets import open_dataset
-from corteza.client.synthetic import make_dataset
+from corteza.client.data.datasets import open_dataset
+from corteza.client.data.synthetic import make_dataset
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".npy", ".csv", ".json"])
@@ -51,9 +51,12 @@ def test_defaults_write_2000_sensor_samples_of_1600_values(
     ],
 )
 def test_mistakes_exit_2_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, options: dict[str, object],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    options: dict[str, object],
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     with pytest.raises(typer.Exit) as info:
         make_data(tmp_path / name, input_dim=16, **options)  # type: ignore[arg-type]
     assert info.value.exit_code == 2

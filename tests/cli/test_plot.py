@@ -48,9 +48,19 @@ def test_a_run_leaves_its_loss_plot_and_tensorboard_scalars(
 ) -> None:
     plot, logdir = tmp_path / "plots" / "loss.png", tmp_path / "tb"
     result = corteza(
-        "train", str(data_file), "--server", live_server.url, "--batch-size", "8",
-        "--holdout", "0", "--plot", str(plot), "--tensorboard-dir", str(logdir),
-    )  # fmt: skip
+        "train",
+        str(data_file),
+        "--server",
+        live_server.url,
+        "--batch-size",
+        "8",
+        "--holdout",
+        "0",
+        "--plot",
+        str(plot),
+        "--tensorboard-dir",
+        str(logdir),
+    )
     assert result.returncode == 0, result.stderr
     assert f"Loss plot of 15 batches saved to {plot}" in result.stderr
     assert f"TensorBoard scalars written to {logdir}" in result.stderr
@@ -69,10 +79,26 @@ def test_ctrl_c_still_saves_the_plot(
 ) -> None:
     plot = tmp_path / "loss.svg"
     process = subprocess.Popen(
-        [sys.executable, "-m", "corteza", "train", str(data_file), "--server", live_server.url,
-         "--batch-size", "1", "--epochs", "50", "--plot", str(plot)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "corteza",
+            "train",
+            str(data_file),
+            "--server",
+            live_server.url,
+            "--batch-size",
+            "1",
+            "--epochs",
+            "50",
+            "--plot",
+            str(plot),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while live_server.state.stats.total_batches < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -86,16 +112,26 @@ def test_ctrl_c_still_saves_the_plot(
 @pytest.mark.parametrize(
     ("option", "module", "message"),
     [
-        ("--plot=loss.png", "matplotlib",
-         "error: matplotlib is not installed: pip install 'corteza[plot]'"),
-        ("--tensorboard-dir=tb", "tensorboardX",
-         "error: tensorboardX is not installed: pip install 'corteza[tensorboard]'"),
+        (
+            "--plot=loss.png",
+            "matplotlib",
+            "error: matplotlib is not installed: pip install 'corteza[plot]'",
+        ),
+        (
+            "--tensorboard-dir=tb",
+            "tensorboardX",
+            "error: tensorboardX is not installed: pip install 'corteza[tensorboard]'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_missing_extra_is_one_line_before_training(
-    live_server: LiveServer, data_file: Path, tmp_path: Path, option: str, module: str,
+    live_server: LiveServer,
+    data_file: Path,
+    tmp_path: Path,
+    option: str,
+    module: str,
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     # The package is hidden by one that fails to import, as if it were not installed.
     hidden = tmp_path / "hidden" / module
     hidden.mkdir(parents=True)

@@ -62,8 +62,9 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_pull_writes_the_file_where_it_is_asked(live: LiveServer, pulled: Path,
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_pull_writes_the_file_where_it_is_asked(
+    live: LiveServer, pulled: Path, tmp_path: Path
+) -> None:
     target = tmp_path / "models" / "mine.onnx"
     result = corteza("pull", str(target), "--format", "onnx", "--server", live.url)
     assert result.returncode == 0, result.stderr
@@ -74,15 +75,29 @@ def test_pull_writes_the_file_where_it_is_asked(live: LiveServer, pulled: Path,
 def test_local_predictions_match_the_servers_without_torch(
     live: LiveServer, pulled: Path, data_file: Path, tmp_path: Path
 ) -> None:
-    served = corteza("predict", str(data_file), "--server", live.url,
-                     "--out", str(tmp_path / "served.npz"))  # fmt: skip
+    served = corteza(
+        "predict", str(data_file), "--server", live.url, "--out", str(tmp_path / "served.npz")
+    )
     assert served.returncode == 0, served.stderr
     marker = tmp_path / "modules.json"
     local = subprocess.run(
-        [sys.executable, "-c", CLI_WITHOUT_TORCH, str(marker), "predict", str(data_file),
-         "--model", str(pulled), "--out", str(tmp_path / "local.npz")],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            CLI_WITHOUT_TORCH,
+            str(marker),
+            "predict",
+            str(data_file),
+            "--model",
+            str(pulled),
+            "--out",
+            str(tmp_path / "local.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert local.returncode == 0, local.stderr
     assert json.loads(marker.read_text()) == {"torch": False}
     # The same summary line, but for the file it wrote.
@@ -103,8 +118,7 @@ def test_sequences_score_the_same_way(live: LiveServer, pulled: Path, tmp_path: 
         assert result.returncode == 0, result.stderr
         runs[how[0]] = json.loads(result.stdout)
     assert runs["--model"]["samples"] == runs["--server"]["samples"] == 20
-    assert abs(runs["--model"]["mean_anomaly_prob"] - runs["--server"]["mean_anomaly_prob"]) \
-        <= 1e-4  # fmt: skip
+    assert abs(runs["--model"]["mean_anomaly_prob"] - runs["--server"]["mean_anomaly_prob"]) <= 1e-4
 
 
 def test_a_wrong_width_gets_the_servers_words(
@@ -122,11 +136,20 @@ def test_a_wrong_width_gets_the_servers_words(
 def test_without_onnxruntime_it_says_what_to_install(pulled: Path, data_file: Path) -> None:
     """onnxruntime is installed here; the child process marks it absent in ``sys.modules``."""
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['onnxruntime'] = None; "
-         "from corteza.cli import main; main()", "predict", str(data_file), "--model",
-         str(pulled)],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['onnxruntime'] = None; from corteza.cli import main; main()",
+            "predict",
+            str(data_file),
+            "--model",
+            str(pulled),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: Running an ONNX model here needs onnxruntime: pip install 'corteza[local]'"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from corteza.client import LocalServer
-from corteza.server.checkpoint import list_checkpoints
+from corteza.server.checkpoints.store import list_checkpoints
 from tests.helpers import samples
 
 
@@ -44,8 +44,10 @@ def test_serve_answers_and_stops_on_sigterm() -> None:
 def test_serve_refuses_impossible_settings(args: list[str], message: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "corteza", "serve", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

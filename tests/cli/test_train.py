@@ -13,8 +13,17 @@ from tests.helpers import corteza
 
 
 def test_train_prints_one_json_result(live_server: LiveServer, data_file: Path) -> None:
-    result = corteza("train", str(data_file), "--server", live_server.url, "--epochs", "2",
-                     "--batch-size", "16", "--json")  # fmt: skip
+    result = corteza(
+        "train",
+        str(data_file),
+        "--server",
+        live_server.url,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["samples"] == 192  # 96 of 120, twice
@@ -35,12 +44,22 @@ def test_train_reads_the_server_from_the_environment(
 
 
 def test_until_loss_stops_early_or_exits_3(live_server: LiveServer, data_file: Path) -> None:
-    reached = corteza("train", str(data_file), "--server", live_server.url, "--until-loss", "50",
-                      "--batch-size", "8", "--json")  # fmt: skip
+    reached = corteza(
+        "train",
+        str(data_file),
+        "--server",
+        live_server.url,
+        "--until-loss",
+        "50",
+        "--batch-size",
+        "8",
+        "--json",
+    )
     assert reached.returncode == 0, reached.stderr
     assert 5 <= json.loads(reached.stdout)["batches"] <= 8  # 5, plus up to 3 in flight
-    missed = corteza("train", str(data_file), "--server", live_server.url, "--until-loss",
-                     "0.000001", "--json")  # fmt: skip
+    missed = corteza(
+        "train", str(data_file), "--server", live_server.url, "--until-loss", "0.000001", "--json"
+    )
     assert missed.returncode == 3
     assert json.loads(missed.stdout)["reached_target"] is False
 
@@ -50,14 +69,23 @@ def test_until_loss_stops_early_or_exits_3(live_server: LiveServer, data_file: P
     [
         (None, "missing.npz", "error: No such file: {path}"),
         ("hello", "data.txt", "error: Unknown data format '.txt': use .json, .npz, .npy or .csv"),
-        ("0.1,0.2,1\n0.3,0.4,0\n", "data.csv",
-         "error: Input dimension mismatch: expected 32D, got 2D ({path})"),
-        ("0.1,nan,1\n0.3,0.4,0\n", "nan.csv",
-         "error: Non-finite input: sample 0 contains NaN or Inf"),
-        ("0.1,0.2,1\n0.3,0.4,2\n", "labels.csv",
-         "error: Invalid anomaly_label: sample 1 has 2, expected 0 or 1"),
+        (
+            "0.1,0.2,1\n0.3,0.4,0\n",
+            "data.csv",
+            "error: Input dimension mismatch: expected 32D, got 2D ({path})",
+        ),
+        (
+            "0.1,nan,1\n0.3,0.4,0\n",
+            "nan.csv",
+            "error: Non-finite input: sample 0 contains NaN or Inf",
+        ),
+        (
+            "0.1,0.2,1\n0.3,0.4,2\n",
+            "labels.csv",
+            "error: Invalid anomaly_label: sample 1 has 2, expected 0 or 1",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_data_is_one_clear_line(
     live_server: LiveServer, tmp_path: Path, content: str | None, name: str, message: str
 ) -> None:
@@ -150,8 +178,9 @@ def test_predict_scores_a_file_without_training(
     live_server: LiveServer, data_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "preds.npz"
-    result = corteza("predict", str(data_file), "--server", live_server.url, "--out", str(out),
-                     "--json")  # fmt: skip
+    result = corteza(
+        "predict", str(data_file), "--server", live_server.url, "--out", str(out), "--json"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["samples"] == 120

@@ -34,9 +34,12 @@ class Watched:
         env = {**os.environ, "TTY_COMPATIBLE": "1" if terminal else "0", "COLUMNS": "100"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "corteza", "watch", "--server", url, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, env=env,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         self.out: queue.Queue[str | None] = queue.Queue()
         self.err: queue.Queue[str | None] = queue.Queue()
         self.readers = [

@@ -62,16 +62,24 @@ def test_server_errors_raise_typed_exceptions(live_server: LiveServer) -> None:
     ("inputs", "labels", "message", "sample"),
     [
         (np.zeros((2, 3)), [0, 1], "Input dimension mismatch: expected 32D, got 3D", 0),
-        (np.r_[np.zeros((3, 32)), np.full((1, 32), np.inf)], [0, 0, 1, 1],
-         "Non-finite input: sample 3 contains NaN or Inf", 3),
+        (
+            np.r_[np.zeros((3, 32)), np.full((1, 32), np.inf)],
+            [0, 0, 1, 1],
+            "Non-finite input: sample 3 contains NaN or Inf",
+            3,
+        ),
         (np.zeros((3, 32)), [0, 5, 1], "Invalid anomaly_label: sample 1 has 5, expected 0 or 1", 1),
         (np.zeros((0, 32)), [], "Empty batch: send at least one sample", None),
     ],
-)  # fmt: skip
+)
 def test_bad_batches_are_refused_locally_with_the_servers_words(
-    client: Client, live_server: LiveServer, inputs: np.ndarray, labels: list[int], message: str,
+    client: Client,
+    live_server: LiveServer,
+    inputs: np.ndarray,
+    labels: list[int],
+    message: str,
     sample: int | None,
-) -> None:  # fmt: skip
+) -> None:
     with pytest.raises(InvalidDataError) as info:
         client.train_batch(inputs, labels)
     assert str(info.value) == message

@@ -256,8 +256,11 @@ except ModuleNotFoundError:
 print(corteza.compat.__all__, ok, r.batch_size, "torch" in sys.modules, blocked)
 """
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK + code], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", BLOCK + code],
+        capture_output=True,
+        text=True,
+        timeout=120,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["['ClienteColab']", "True", "1", "False", "True"]

@@ -52,8 +52,11 @@ def test_a_body_that_is_not_ours_still_gives_a_clear_error() -> None:
 
 
 def test_the_offending_sample_is_exposed() -> None:
-    body = {"error": "Input dimension mismatch: expected 32D, got 3D",
-            "error_type": "dimension_mismatch", "sample": 4}  # fmt: skip
+    body = {
+        "error": "Input dimension mismatch: expected 32D, got 3D",
+        "error_type": "dimension_mismatch",
+        "sample": 4,
+    }
     error = parse_error(422, body)
     assert isinstance(error, DimensionMismatchError)
     assert error.sample == 4

@@ -28,9 +28,12 @@ sys.meta_path.insert(0, Block())
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", BLOCK + code], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", BLOCK + code],
+        capture_output=True,
+        text=True,
+        timeout=120,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def test_the_client_trains_and_predicts_without_torch(live_server: LiveServer) -> None:

@@ -4,7 +4,7 @@ The model here is a small ONNX graph built with ``onnx.helper`` that has the
 export's signature (``inputs`` [B, T, D] -> ``anomaly_probability``,
 ``dendrites``, ``coherence`` of the last time step), so the expected outputs
 are a line of numpy. The real export against ``/v1/predict`` is in
-``tests/server/test_export.py`` and ``tests/cli/test_predict_onnx.py``.
+``tests/server/engine/test_export.py`` and ``tests/cli/test_predict_onnx.py``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ def _reference(x: np.ndarray) -> list[np.ndarray]:
     last = x if x.ndim == 2 else x[:, -1]
     w = _weights()
     logit = (last @ w["w_anomaly"])[:, 0]
-    return [1 / (1 + np.exp(-logit)), np.tanh(last @ w["w_dendrites"]),
-            np.tanh(last @ w["w_coherence"])]  # fmt: skip
+    return [
+        1 / (1 + np.exp(-logit)),
+        np.tanh(last @ w["w_dendrites"]),
+        np.tanh(last @ w["w_coherence"]),
+    ]
 
 
 def _graph_model(input_name: str = "inputs") -> onnx.ModelProto:
@@ -55,16 +58,21 @@ def _graph_model(input_name: str = "inputs") -> onnx.ModelProto:
         helper.make_node("Tanh", ["c"], ["coherence"]),
     ]
     constants = [numpy_helper.from_array(v, k) for k, v in _weights().items()]
-    constants += [numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
-                  numpy_helper.from_array(np.array([1], np.int64), "one")]  # fmt: skip
+    constants += [
+        numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
     graph = helper.make_graph(
-        nodes, "corteza-like",
+        nodes,
+        "corteza-like",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", "time", DIM])],
-        [helper.make_tensor_value_info("anomaly_probability", TensorProto.FLOAT, ["batch"]),
-         helper.make_tensor_value_info("dendrites", TensorProto.FLOAT, ["batch", 16]),
-         helper.make_tensor_value_info("coherence", TensorProto.FLOAT, ["batch", 64])],
+        [
+            helper.make_tensor_value_info("anomaly_probability", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("dendrites", TensorProto.FLOAT, ["batch", 16]),
+            helper.make_tensor_value_info("coherence", TensorProto.FLOAT, ["batch", 64]),
+        ],
         constants,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     props = {"corteza.step": "7", "corteza.model_config": json.dumps({"input_dim": DIM})}
@@ -102,11 +110,14 @@ def test_reads_what_the_export_recorded(model_path: Path) -> None:
     ("inputs", "message", "error_type"),
     [
         (np.zeros((2, 5)), "Input dimension mismatch: expected 8D, got 5D", "dimension_mismatch"),
-        (np.r_[np.zeros((1, DIM)), np.full((1, DIM), np.nan)],
-         "Non-finite input: sample 1 contains NaN or Inf", "non_finite_input"),
+        (
+            np.r_[np.zeros((1, DIM)), np.full((1, DIM), np.nan)],
+            "Non-finite input: sample 1 contains NaN or Inf",
+            "non_finite_input",
+        ),
         (np.zeros((0, DIM)), "Empty batch: send at least one sample", "empty_batch"),
     ],
-)  # fmt: skip
+)
 def test_bad_inputs_get_the_servers_words(
     model_path: Path, inputs: np.ndarray, message: str, error_type: str
 ) -> None:
@@ -137,24 +148,33 @@ def test_a_missing_or_foreign_file_is_refused_clearly(tmp_path: Path) -> None:
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_runs_without_importing_torch(model_path: Path) -> None:
-    result = _python("""
+    result = _python(
+        """
 import sys
 import numpy as np
 from corteza.client import OnnxModel
 print(OnnxModel(sys.argv[1]).predict(np.ones((3, 8))).dendrites.shape, "torch" in sys.modules)
-""", str(model_path))  # fmt: skip
+""",
+        str(model_path),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(3, 16) False"
 
 
 def test_without_onnxruntime_it_says_what_to_install(model_path: Path) -> None:
     """onnxruntime is installed here; the child process marks it absent in ``sys.modules``."""
-    result = _python("""
+    result = _python(
+        """
 import sys
 sys.modules["onnxruntime"] = None
 from corteza.client import InvalidDataError, OnnxModel
@@ -162,7 +182,9 @@ try:
     OnnxModel(sys.argv[1])
 except InvalidDataError as exc:
     print(exc.error_type, exc)
-""", str(model_path))  # fmt: skip
+""",
+        str(model_path),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "missing_dependency Running an ONNX model here needs onnxruntime: "
@@ -180,8 +202,9 @@ class _ExportHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.server.status != 200:
-            body = json.dumps({"status": "error", "error": "no exporter here",
-                               "error_type": "export_unavailable"}).encode()  # fmt: skip
+            body = json.dumps(
+                {"status": "error", "error": "no exporter here", "error_type": "export_unavailable"}
+            ).encode()
             self.send_response(self.server.status)
             self.send_header("Content-Type", "application/json")
         else:
@@ -252,9 +275,14 @@ def test_a_corrupted_download_leaves_nothing_behind(
 
 def test_a_server_error_raises_with_its_words(export_server: _ExportServer, tmp_path: Path) -> None:
     export_server.status = 501
-    with Client(_url(export_server), retries=0) as client, \
-            pytest.raises(InternalServerError) as info:  # fmt: skip
+    with (
+        Client(_url(export_server), retries=0) as client,
+        pytest.raises(InternalServerError) as info,
+    ):
         client.export_onnx(tmp_path)
     assert (str(info.value), info.value.status, info.value.error_type) == (
-        "no exporter here", 501, "export_unavailable")  # fmt: skip
+        "no exporter here",
+        501,
+        "export_unavailable",
+    )
     assert list(tmp_path.iterdir()) == []

@@ -21,16 +21,28 @@ from pathlib import Path
 import httpx
 
 from corteza.client import free_port, make_dataset, save_dataset
-from corteza.server.checkpoint import list_checkpoints, verify_checkpoint
+from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
 
 SAMPLES, EPOCHS, BATCH = 600, 2, 4  # 150 batches per epoch, 300 in all
 
 
 def _serve(port: int, root: Path, log: Path) -> subprocess.Popen[bytes]:
     command = [
-        sys.executable, "-m", "corteza", "serve", "--preset", "tiny", "--port", str(port),
-        "--checkpoint-dir", str(root), "--checkpoint-every", "7", "--log-level", "warning",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "corteza",
+        "serve",
+        "--preset",
+        "tiny",
+        "--port",
+        str(port),
+        "--checkpoint-dir",
+        str(root),
+        "--checkpoint-every",
+        "7",
+        "--log-level",
+        "warning",
+    ]
     with log.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
 
@@ -66,11 +78,29 @@ def test_sigkill_during_training_loses_nothing_and_repeats_nothing(tmp_path: Pat
     server = _serve(port, root, log)
     _wait_healthy(url)
     client = subprocess.Popen(
-        [sys.executable, "-m", "corteza", "train", str(data), "--server", url, "--epochs",
-         str(EPOCHS), "--batch-size", str(BATCH), "--holdout", "0", "--feedback-every", "0",
-         "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "corteza",
+            "train",
+            str(data),
+            "--server",
+            url,
+            "--epochs",
+            str(EPOCHS),
+            "--batch-size",
+            str(BATCH),
+            "--holdout",
+            "0",
+            "--feedback-every",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     kills = 0
     try:
         for point in kill_points:
@@ -96,8 +126,10 @@ def test_sigkill_during_training_loses_nothing_and_repeats_nothing(tmp_path: Pat
         server.kill()
         server.wait(30)
     total_batches = EPOCHS * SAMPLES // BATCH
-    print(f"killed the server {kills} times at batches {kill_points} "
-          f"(CORTEZA_CRASH_SEED={seed} repeats them)")  # fmt: skip
+    print(
+        f"killed the server {kills} times at batches {kill_points} "
+        f"(CORTEZA_CRASH_SEED={seed} repeats them)"
+    )
     assert kills == 3
     assert record["applied"] == list(range(total_batches))  # no duplicate, no gap
     assert status["total_muestras"] == SAMPLES * EPOCHS

@@ -33,9 +33,11 @@ def test_head_targets_count_only_where_present() -> None:
     target = torch.full((2, 16), float("nan"))
     target[1] = 0.5
     terms = corteza_loss(
-        _output([0.0, 0.0]), torch.tensor([0.0, 1.0]), dendrite_target=target,
+        _output([0.0, 0.0]),
+        torch.tensor([0.0, 1.0]),
+        dendrite_target=target,
         weights=LossWeights(dendrite=2.0),
-    )  # fmt: skip
+    )
     assert terms.dendrite is not None
     assert math.isclose(terms.dendrite.item(), 0.25, rel_tol=1e-6)
     assert math.isclose(terms.total.item(), math.log(2) + 0.5, rel_tol=1e-6)

@@ -112,14 +112,26 @@ def json_mutations(document: Any) -> st.SearchStrategy[bytes]:
     return edited | st.binary(max_size=64) | st.text(max_size=64).map(str.encode)
 
 
-_RETYPES = [torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.uint8,
-            torch.bool]  # fmt: skip
+_RETYPES = [
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int64,
+    torch.int32,
+    torch.uint8,
+    torch.bool,
+]
 _FILLS = [float("nan"), float("inf"), -float("inf"), 3e38]
 
 
 def _reshaped(tensor: torch.Tensor, how: int) -> torch.Tensor:
-    shapes = [(tensor.numel(),), (1, *tensor.shape), (), (*tensor.shape[:-1], tensor.shape[-1] + 1)
-              if tensor.dim() else (2,), tuple(reversed(tensor.shape))]  # fmt: skip
+    shapes = [
+        (tensor.numel(),),
+        (1, *tensor.shape),
+        (),
+        (*tensor.shape[:-1], tensor.shape[-1] + 1) if tensor.dim() else (2,),
+        tuple(reversed(tensor.shape)),
+    ]
     return torch.zeros(shapes[how % len(shapes)], dtype=tensor.dtype)
 
 

@@ -25,8 +25,15 @@ from tests.helpers import samples
 from tests.security.conftest import AUTH, TOKEN
 
 EXEMPT = {"/health", "/"}  # and /static/...: GET needs no token there
-EXTRA_PATHS = ["/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/v1/events",
-               "/metrics", "/no/such/route"]  # fmt: skip
+EXTRA_PATHS = [
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    "/v1/events",
+    "/metrics",
+    "/no/such/route",
+]
 STREAM = "/v1/train/stream"
 
 MISSING = (
@@ -137,9 +144,12 @@ def test_no_route_answers_without_the_token(
         for method, template, path in routes:
             for attempt in ATTEMPTS:
                 request = http.build_request(
-                    method, path, headers=attempt.headers, params=attempt.query,
+                    method,
+                    path,
+                    headers=attempt.headers,
+                    params=attempt.query,
                     **bodies.get(template, {}),
-                )  # fmt: skip
+                )
                 response = send_raw(request)
                 tally["requests"] += 1
                 where = f"{method} {path} ({attempt.name}) -> {response.status_code}"
@@ -148,9 +158,12 @@ def test_no_route_answers_without_the_token(
                     continue
                 if response.is_success:
                     tally["unauthenticated_2xx"] += 1
-                if response.status_code != 401 or response.json() != {
-                    "status": "error", "error": attempt.message, "error_type": "unauthorized"
-                } or response.headers.get("www-authenticate") != "Bearer":  # fmt: skip
+                if (
+                    response.status_code != 401
+                    or response.json()
+                    != {"status": "error", "error": attempt.message, "error_type": "unauthorized"}
+                    or response.headers.get("www-authenticate") != "Bearer"
+                ):
                     wrong.append(f"{where}: {response.text[:120]}")
     stream_refusals = _stream_refusals(secured_server)
     figure(

@@ -27,11 +27,20 @@ from tests.helpers import assert_same_model, snapshot_model
 from tests.security.conftest import AUTH
 from tests.security.uploads import push, saved_checkpoint, with_manifest
 
-UPLOADABLE = ["MANIFEST.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors",
-              "state.json"]  # fmt: skip
+UPLOADABLE = [
+    "MANIFEST.json",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "state.json",
+]
 PICKLE_NAMES = ["model.pt", "model.pth", "pytorch_model.bin", "model.pkl", "checkpoint.ckpt"]
-CONTENT_TYPES = ["application/octet-stream", "application/x-corteza-batch", "application/json",
-                 "application/python-pickle"]  # fmt: skip
+CONTENT_TYPES = [
+    "application/octet-stream",
+    "application/x-corteza-batch",
+    "application/json",
+    "application/python-pickle",
+]
 ONLY = (
     "A checkpoint holds only MANIFEST.json, model.safetensors, optimizer.safetensors, "
     "rng.safetensors, state.json; got "

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from corteza.server.checkpoint_fit import CheckpointError
+from corteza.server.checkpoints.validate import CheckpointError
 from corteza.wire import BATCH_CONTENT_TYPE, PROTOCOL_VERSION, ErrorType, encode_batch
 from tests.conftest import TINY, LiveServer
 from tests.helpers import assert_same_model, samples, snapshot_model
@@ -53,9 +53,14 @@ _LABELS = [0, 1, 0, 1]
 BATCH_SEEDS = [
     encode_batch(_X, _LABELS),
     encode_batch(_X, _LABELS, dtype="f16", epochs=2, run_id="fuzz", seq=0, batch_id="b"),
-    encode_batch(_X.reshape(4, 1, D), _LABELS, dtype="bf16", dendrite_target=np.zeros((4, 16)),
-                 coherence_target=np.zeros((4, 64))),
-]  # fmt: skip
+    encode_batch(
+        _X.reshape(4, 1, D),
+        _LABELS,
+        dtype="bf16",
+        dendrite_target=np.zeros((4, 16)),
+        coherence_target=np.zeros((4, 64)),
+    ),
+]
 BATCH_NAMES = ["inputs", "anomaly_label", "dendrite_target", "coherence_target"]
 BODIES = (
     st.sampled_from(BATCH_SEEDS).flatmap(mutated)

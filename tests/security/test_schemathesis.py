@@ -4,7 +4,7 @@ Every operation the spec lists gets positive and negative cases, sent with the t
 three checks: no 5xx, every response body matches its declared schema, every status is
 declared. Excluded, and why: ``GET /v1/events`` is an endless Server-Sent Events stream,
 which a request/response check cannot read to its end; ``GET /v1/export/onnx`` has no
-inputs to vary and one export takes ~28 s on 2 cores (measured). tests/server/test_events.py
+inputs to vary and one export takes ~28 s on 2 cores (measured). tests/server/observe/test_events.py
 and test_export.py cover both; tests/security/test_auth_sweep.py covers their auth.
 """
 

@@ -92,9 +92,16 @@ def test_round_trip_with_targets_and_metadata(dtype: Any, inputs: np.ndarray) ->
     dendrites = RNG.uniform(-1, 1, size=(3, 16)).astype(np.float32)
     coherence = RNG.uniform(-1, 1, size=(3, 64)).astype(np.float32)
     body = encode_batch(
-        inputs, LABELS, epochs=5, batch_id="b-7", dtype=dtype, dendrite_target=dendrites,
-        coherence_target=coherence, run_id="run-1", seq=41,
-    )  # fmt: skip
+        inputs,
+        LABELS,
+        epochs=5,
+        batch_id="b-7",
+        dtype=dtype,
+        dendrite_target=dendrites,
+        coherence_target=coherence,
+        run_id="run-1",
+        seq=41,
+    )
     decoded = decode_batch(body, input_dim=D)
     assert (decoded.batch_id, decoded.run_id, decoded.seq) == ("b-7", "run-1", 41)
     assert decoded.batch.epochs == 5
@@ -123,9 +130,17 @@ def test_bf16_rounds_to_nearest_even() -> None:
     )
     decoded = decode_batch(encode_batch(values, [0], dtype="bf16"), input_dim=8)
     assert decoded.batch.inputs.tolist() == [
-        [1.0, 1.0, 1.0 + 4 * 2**-8, 1.0 + 2 * 2**-8, -0.0, float(_bf16(values)[0, 5]),
-         float(_bf16(values)[0, 6]), 7.0]
-    ]  # fmt: skip
+        [
+            1.0,
+            1.0,
+            1.0 + 4 * 2**-8,
+            1.0 + 2 * 2**-8,
+            -0.0,
+            float(_bf16(values)[0, 5]),
+            float(_bf16(values)[0, 6]),
+            7.0,
+        ]
+    ]
 
 
 def test_the_header_carries_the_protocol_and_epochs() -> None:
@@ -169,8 +184,9 @@ def test_files_of_the_reference_writers_decode() -> None:
 
 
 def test_a_later_minor_version_is_accepted() -> None:
-    decoded = decode_batch(_file(_good(), {"protocol": "1.7", "note": "extra keys are ignored"}),
-                           input_dim=D)  # fmt: skip
+    decoded = decode_batch(
+        _file(_good(), {"protocol": "1.7", "note": "extra keys are ignored"}), input_dim=D
+    )
     assert decoded.batch.size == 3
 
 
@@ -182,8 +198,10 @@ def test_binary_and_json_say_the_same_words_as_validate_batch() -> None:
     for dtype in ("f32", "f16", "bf16"):
         err = _refused(encode_batch(x, LABELS, dtype=dtype))  # type: ignore[arg-type]
         assert (err.message, err.error_type, err.sample) == (
-            direct.value.message, direct.value.error_type, direct.value.sample
-        )  # fmt: skip
+            direct.value.message,
+            direct.value.error_type,
+            direct.value.sample,
+        )
     assert err.message == "Non-finite input: sample 1 contains NaN or Inf"
 
 
@@ -246,53 +264,107 @@ F32_ROWS = X2.astype("<f4").tobytes()
 F32_LABELS = np.array(LABELS, "<f4").tobytes()
 
 MALFORMED = [
-    pytest.param(b"", "the body is empty; send a safetensors file (application/x-corteza-batch)",
-                 id="empty"),
+    pytest.param(
+        b"", "the body is empty; send a safetensors file (application/x-corteza-batch)", id="empty"
+    ),
     pytest.param(b"\x10\x00\x00", "3 bytes is too short for a safetensors header", id="short"),
-    pytest.param(GOOD[:20], f"header claims {HEADER_LENGTH} bytes but only 12 follow",
-                 id="truncated-in-header"),
-    pytest.param(GOOD[:-1], 'tensor "anomaly_label" data_offsets [96, 108] run past the '
-                 "107-byte buffer (truncated body?)", id="truncated-in-data"),
-    pytest.param(_raw(b"{}", length=(1 << 20) + 1),
-                 "header of 1048577 bytes exceeds the limit of 1048576", id="huge-header"),
+    pytest.param(
+        GOOD[:20],
+        f"header claims {HEADER_LENGTH} bytes but only 12 follow",
+        id="truncated-in-header",
+    ),
+    pytest.param(
+        GOOD[:-1],
+        'tensor "anomaly_label" data_offsets [96, 108] run past the '
+        "107-byte buffer (truncated body?)",
+        id="truncated-in-data",
+    ),
+    pytest.param(
+        _raw(b"{}", length=(1 << 20) + 1),
+        "header of 1048577 bytes exceeds the limit of 1048576",
+        id="huge-header",
+    ),
     pytest.param(_raw(b"\xff\xfe{}"), "header is not UTF-8 (byte 0)", id="not-utf8"),
-    pytest.param(_raw(b"{not json}"), "header is not valid JSON: Expecting property name "
-                 "enclosed in double quotes: line 1 column 2 (char 1)", id="not-json"),
+    pytest.param(
+        _raw(b"{not json}"),
+        "header is not valid JSON: Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)",
+        id="not-json",
+    ),
     pytest.param(_raw([1, 2]), "header must be a JSON object", id="header-a-list"),
-    pytest.param(_raw(b'{"__metadata__": {"protocol": "1.0"}, "inputs": {}, "inputs": {}}'),
-                 'duplicate key "inputs" in header', id="duplicate-key"),
-    pytest.param(_raw({"__metadata__": {"protocol": "1.0", "epochs": 2}}),
-                 "__metadata__ must map strings to strings", id="metadata-not-strings"),
-    pytest.param(_raw({"__metadata__": {"protocol": "1.0"}, "inputs": {"dtype": "F32"}}),
-                 'tensor "inputs" must have exactly dtype, shape and data_offsets',
-                 id="entry-missing-keys"),
-    pytest.param(_file({**_good(), "inputs": ("Q4", [3, D], F32_ROWS)}),
-                 'tensor "inputs" has unknown dtype "Q4"', id="unknown-dtype"),
-    pytest.param(_file({**_good(), "inputs": ("F32", [-3, D], F32_ROWS)}),
-                 'tensor "inputs" has an invalid shape [-3, 8]', id="negative-dim"),
-    pytest.param(_file({**_good(), "inputs": ("F32", [0, 2**31, 2**31], b"")}),
-                 'tensor "inputs" has an invalid shape [0, 2147483648, 2147483648]',
-                 id="shape-too-big"),
-    pytest.param(_raw({"__metadata__": {"protocol": "1.0"},
-                       "inputs": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}),
-                 'tensor "inputs" has invalid data_offsets [4, 0]', id="offsets-reversed"),
-    pytest.param(_file({**_good(), "inputs": ("F32", [3, D + 1], F32_ROWS)}),
-                 'tensor "inputs" is F32 [3, 9] (108 bytes) but its data_offsets span 96 bytes',
-                 id="shape-and-bytes-disagree"),
-    pytest.param(_raw({"__metadata__": {"protocol": "1.0"},
-                       "inputs": {"dtype": "F32", "shape": [3, D], "data_offsets": [0, 96]},
-                       "anomaly_label": {"dtype": "F32", "shape": [3], "data_offsets": [84, 96]}},
-                      F32_ROWS),
-                 'tensor "anomaly_label" starts at byte 84, expected 96; tensors must tile the '
-                 "buffer without gaps or overlaps", id="overlap"),
-    pytest.param(_raw({"__metadata__": {"protocol": "1.0"},
-                       "inputs": {"dtype": "F32", "shape": [3, D], "data_offsets": [0, 96]},
-                       "anomaly_label": {"dtype": "F32", "shape": [3], "data_offsets": [100, 112]}},
-                      F32_ROWS + b"\0" * 4 + F32_LABELS),
-                 'tensor "anomaly_label" starts at byte 100, expected 96; tensors must tile the '
-                 "buffer without gaps or overlaps", id="gap"),
+    pytest.param(
+        _raw(b'{"__metadata__": {"protocol": "1.0"}, "inputs": {}, "inputs": {}}'),
+        'duplicate key "inputs" in header',
+        id="duplicate-key",
+    ),
+    pytest.param(
+        _raw({"__metadata__": {"protocol": "1.0", "epochs": 2}}),
+        "__metadata__ must map strings to strings",
+        id="metadata-not-strings",
+    ),
+    pytest.param(
+        _raw({"__metadata__": {"protocol": "1.0"}, "inputs": {"dtype": "F32"}}),
+        'tensor "inputs" must have exactly dtype, shape and data_offsets',
+        id="entry-missing-keys",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("Q4", [3, D], F32_ROWS)}),
+        'tensor "inputs" has unknown dtype "Q4"',
+        id="unknown-dtype",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("F32", [-3, D], F32_ROWS)}),
+        'tensor "inputs" has an invalid shape [-3, 8]',
+        id="negative-dim",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("F32", [0, 2**31, 2**31], b"")}),
+        'tensor "inputs" has an invalid shape [0, 2147483648, 2147483648]',
+        id="shape-too-big",
+    ),
+    pytest.param(
+        _raw(
+            {
+                "__metadata__": {"protocol": "1.0"},
+                "inputs": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]},
+            }
+        ),
+        'tensor "inputs" has invalid data_offsets [4, 0]',
+        id="offsets-reversed",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("F32", [3, D + 1], F32_ROWS)}),
+        'tensor "inputs" is F32 [3, 9] (108 bytes) but its data_offsets span 96 bytes',
+        id="shape-and-bytes-disagree",
+    ),
+    pytest.param(
+        _raw(
+            {
+                "__metadata__": {"protocol": "1.0"},
+                "inputs": {"dtype": "F32", "shape": [3, D], "data_offsets": [0, 96]},
+                "anomaly_label": {"dtype": "F32", "shape": [3], "data_offsets": [84, 96]},
+            },
+            F32_ROWS,
+        ),
+        'tensor "anomaly_label" starts at byte 84, expected 96; tensors must tile the '
+        "buffer without gaps or overlaps",
+        id="overlap",
+    ),
+    pytest.param(
+        _raw(
+            {
+                "__metadata__": {"protocol": "1.0"},
+                "inputs": {"dtype": "F32", "shape": [3, D], "data_offsets": [0, 96]},
+                "anomaly_label": {"dtype": "F32", "shape": [3], "data_offsets": [100, 112]},
+            },
+            F32_ROWS + b"\0" * 4 + F32_LABELS,
+        ),
+        'tensor "anomaly_label" starts at byte 100, expected 96; tensors must tile the '
+        "buffer without gaps or overlaps",
+        id="gap",
+    ),
     pytest.param(GOOD + b"\0\0", "2 trailing bytes after the last tensor", id="trailing-bytes"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("data", "message"), MALFORMED)
@@ -304,84 +376,197 @@ def test_malformed_bodies_are_refused_in_clear_words(data: bytes, message: str) 
 
 
 REFUSED = [
-    pytest.param(_file(_good(), {"protocol": "2.0"}),
-                 "Unsupported protocol version 2.0; this server speaks 1.x",
-                 ErrorType.UNSUPPORTED_PROTOCOL, None, id="protocol-2"),
-    pytest.param(_file(_good(), {"protocol": "one"}),
-                 "Unsupported protocol version one; this server speaks 1.x",
-                 ErrorType.UNSUPPORTED_PROTOCOL, None, id="protocol-garbage"),
-    pytest.param(_raw({"__metadata__": {"protocol": "2.0"}, "inputs": "a v2 layout"}),
-                 "Unsupported protocol version 2.0; this server speaks 1.x",
-                 ErrorType.UNSUPPORTED_PROTOCOL, None, id="protocol-2-checked-before-tensors"),
-    pytest.param(safetensors.numpy.save({"inputs": X2, "anomaly_label": np.zeros(3, np.float32)}),
-                 'Batch metadata has no "protocol" version; this server speaks 1.x',
-                 ErrorType.UNSUPPORTED_PROTOCOL, None, id="no-protocol"),
-    pytest.param(_file({"anomaly_label": _good()["anomaly_label"]}),
-                 'Batch has no "inputs" tensor', ErrorType.INVALID_REQUEST, None,
-                 id="no-inputs"),
-    pytest.param(_file({"inputs": _good()["inputs"]}),
-                 'Batch has no "anomaly_label" tensor', ErrorType.INVALID_REQUEST, None,
-                 id="no-labels"),
-    pytest.param(_file(_good(extra=("F32", [1], b"\0" * 4))),
-                 'Unknown tensor "extra" in batch; expected inputs, anomaly_label, '
-                 "dendrite_target or coherence_target", ErrorType.INVALID_REQUEST, None,
-                 id="unknown-tensor"),
-    pytest.param(_file({**_good(), "inputs": ("I64", [3, D], X2.astype("<i8").tobytes())}),
-                 "inputs must be F32, F16 or BF16, got I64", ErrorType.INVALID_REQUEST, None,
-                 id="int64-inputs"),
-    pytest.param(_file({**_good(), "inputs": ("F64", [3, D], X2.astype("<f8").tobytes())}),
-                 "inputs must be F32, F16 or BF16, got F64", ErrorType.INVALID_REQUEST, None,
-                 id="f64-inputs"),
-    pytest.param(_file({**_good(), "anomaly_label": ("I64", [3], b"\0" * 24)}),
-                 "anomaly_label must be F32 or U8, got I64", ErrorType.INVALID_REQUEST, None,
-                 id="int64-labels"),
-    pytest.param(_file(_good(dendrite_target=("F16", [3, 16], b"\0" * 96))),
-                 "dendrite_target must be F32, got F16", ErrorType.INVALID_REQUEST, None,
-                 id="f16-target"),
-    pytest.param(_file({**_good(), "inputs": ("F32", [3, 3], F32_ROWS[:36])}),
-                 "Input dimension mismatch: expected 8D, got 3D", ErrorType.DIMENSION_MISMATCH, 0,
-                 id="wrong-width"),
-    pytest.param(_file({**_good(), "inputs": ("F32", [24], F32_ROWS)}),
-                 "inputs must be (B, 8) or (B, T, 8), got shape [24]",
-                 ErrorType.DIMENSION_MISMATCH, None, id="flat-inputs"),
-    pytest.param(_file({"inputs": ("F32", [0, D], b""), "anomaly_label": ("F32", [0], b"")}),
-                 "Empty batch: send at least one sample", ErrorType.EMPTY_BATCH, None,
-                 id="empty-batch"),
-    pytest.param(_file({**_good(), "anomaly_label": ("F32", [2], F32_LABELS[:8])}),
-                 "Expected 3 anomaly labels, got 2", ErrorType.INVALID_LABEL, None,
-                 id="too-few-labels"),
-    pytest.param(_file({**_good(), "anomaly_label": ("F32", [3, 1], F32_LABELS)}),
-                 "anomaly_label must have shape [B], got [3, 1]", ErrorType.INVALID_LABEL, None,
-                 id="labels-2d"),
-    pytest.param(_file({**_good(), "anomaly_label": ("U8", [3], bytes([0, 2, 1]))}),
-                 "Invalid anomaly_label: sample 1 has 2, expected 0 or 1",
-                 ErrorType.INVALID_LABEL, 1, id="u8-label-2"),
-    pytest.param(encode_batch(X2, [0, 1, 0.5]),
-                 "Invalid anomaly_label: sample 2 has 0.5, expected 0 or 1",
-                 ErrorType.INVALID_LABEL, 2, id="label-half"),
-    pytest.param(_file(_good(), {"epochs": "1.5"}), 'epochs must be an integer, got "1.5"',
-                 ErrorType.INVALID_REQUEST, None, id="epochs-float"),
-    pytest.param(_file(_good(), {"epochs": "many"}), 'epochs must be an integer, got "many"',
-                 ErrorType.INVALID_REQUEST, None, id="epochs-word"),
-    pytest.param(_file(_good(), {"epochs": "0"}), "epochs must be between 1 and 1000, got 0",
-                 ErrorType.INVALID_REQUEST, None, id="epochs-zero"),
-    pytest.param(encode_batch(X2, LABELS, epochs=1001),
-                 "epochs must be between 1 and 1000, got 1001",
-                 ErrorType.INVALID_REQUEST, None, id="epochs-too-many"),
-    pytest.param(_file(_good(), {"seq": "-1"}), "seq must be a non-negative integer, got -1",
-                 ErrorType.INVALID_REQUEST, None, id="seq-negative"),
-    pytest.param(_file(_good(), {"seq": "x"}), 'seq must be an integer, got "x"',
-                 ErrorType.INVALID_REQUEST, None, id="seq-word"),
-    pytest.param(encode_batch(X2, LABELS, dendrite_target=np.zeros((3, 15))),
-                 "dendrite_target must have shape [3, 16], got [3, 15]",
-                 ErrorType.INVALID_REQUEST, None, id="dendrite-target-width"),
-    pytest.param(_file(_good(coherence_target=("F32", [64], b"\0" * 256))),
-                 "coherence_target must have shape [3, 64], got [64]",
-                 ErrorType.INVALID_REQUEST, None, id="coherence-target-1d"),
-    pytest.param(encode_batch(X2, LABELS, coherence_target=np.full((3, 64), [[0], [0], [np.inf]])),
-                 "Non-finite coherence_target: sample 2 contains NaN or Inf",
-                 ErrorType.NON_FINITE_INPUT, 2, id="coherence-target-inf"),
-]  # fmt: skip
+    pytest.param(
+        _file(_good(), {"protocol": "2.0"}),
+        "Unsupported protocol version 2.0; this server speaks 1.x",
+        ErrorType.UNSUPPORTED_PROTOCOL,
+        None,
+        id="protocol-2",
+    ),
+    pytest.param(
+        _file(_good(), {"protocol": "one"}),
+        "Unsupported protocol version one; this server speaks 1.x",
+        ErrorType.UNSUPPORTED_PROTOCOL,
+        None,
+        id="protocol-garbage",
+    ),
+    pytest.param(
+        _raw({"__metadata__": {"protocol": "2.0"}, "inputs": "a v2 layout"}),
+        "Unsupported protocol version 2.0; this server speaks 1.x",
+        ErrorType.UNSUPPORTED_PROTOCOL,
+        None,
+        id="protocol-2-checked-before-tensors",
+    ),
+    pytest.param(
+        safetensors.numpy.save({"inputs": X2, "anomaly_label": np.zeros(3, np.float32)}),
+        'Batch metadata has no "protocol" version; this server speaks 1.x',
+        ErrorType.UNSUPPORTED_PROTOCOL,
+        None,
+        id="no-protocol",
+    ),
+    pytest.param(
+        _file({"anomaly_label": _good()["anomaly_label"]}),
+        'Batch has no "inputs" tensor',
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="no-inputs",
+    ),
+    pytest.param(
+        _file({"inputs": _good()["inputs"]}),
+        'Batch has no "anomaly_label" tensor',
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="no-labels",
+    ),
+    pytest.param(
+        _file(_good(extra=("F32", [1], b"\0" * 4))),
+        'Unknown tensor "extra" in batch; expected inputs, anomaly_label, '
+        "dendrite_target or coherence_target",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="unknown-tensor",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("I64", [3, D], X2.astype("<i8").tobytes())}),
+        "inputs must be F32, F16 or BF16, got I64",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="int64-inputs",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("F64", [3, D], X2.astype("<f8").tobytes())}),
+        "inputs must be F32, F16 or BF16, got F64",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="f64-inputs",
+    ),
+    pytest.param(
+        _file({**_good(), "anomaly_label": ("I64", [3], b"\0" * 24)}),
+        "anomaly_label must be F32 or U8, got I64",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="int64-labels",
+    ),
+    pytest.param(
+        _file(_good(dendrite_target=("F16", [3, 16], b"\0" * 96))),
+        "dendrite_target must be F32, got F16",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="f16-target",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("F32", [3, 3], F32_ROWS[:36])}),
+        "Input dimension mismatch: expected 8D, got 3D",
+        ErrorType.DIMENSION_MISMATCH,
+        0,
+        id="wrong-width",
+    ),
+    pytest.param(
+        _file({**_good(), "inputs": ("F32", [24], F32_ROWS)}),
+        "inputs must be (B, 8) or (B, T, 8), got shape [24]",
+        ErrorType.DIMENSION_MISMATCH,
+        None,
+        id="flat-inputs",
+    ),
+    pytest.param(
+        _file({"inputs": ("F32", [0, D], b""), "anomaly_label": ("F32", [0], b"")}),
+        "Empty batch: send at least one sample",
+        ErrorType.EMPTY_BATCH,
+        None,
+        id="empty-batch",
+    ),
+    pytest.param(
+        _file({**_good(), "anomaly_label": ("F32", [2], F32_LABELS[:8])}),
+        "Expected 3 anomaly labels, got 2",
+        ErrorType.INVALID_LABEL,
+        None,
+        id="too-few-labels",
+    ),
+    pytest.param(
+        _file({**_good(), "anomaly_label": ("F32", [3, 1], F32_LABELS)}),
+        "anomaly_label must have shape [B], got [3, 1]",
+        ErrorType.INVALID_LABEL,
+        None,
+        id="labels-2d",
+    ),
+    pytest.param(
+        _file({**_good(), "anomaly_label": ("U8", [3], bytes([0, 2, 1]))}),
+        "Invalid anomaly_label: sample 1 has 2, expected 0 or 1",
+        ErrorType.INVALID_LABEL,
+        1,
+        id="u8-label-2",
+    ),
+    pytest.param(
+        encode_batch(X2, [0, 1, 0.5]),
+        "Invalid anomaly_label: sample 2 has 0.5, expected 0 or 1",
+        ErrorType.INVALID_LABEL,
+        2,
+        id="label-half",
+    ),
+    pytest.param(
+        _file(_good(), {"epochs": "1.5"}),
+        'epochs must be an integer, got "1.5"',
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="epochs-float",
+    ),
+    pytest.param(
+        _file(_good(), {"epochs": "many"}),
+        'epochs must be an integer, got "many"',
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="epochs-word",
+    ),
+    pytest.param(
+        _file(_good(), {"epochs": "0"}),
+        "epochs must be between 1 and 1000, got 0",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="epochs-zero",
+    ),
+    pytest.param(
+        encode_batch(X2, LABELS, epochs=1001),
+        "epochs must be between 1 and 1000, got 1001",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="epochs-too-many",
+    ),
+    pytest.param(
+        _file(_good(), {"seq": "-1"}),
+        "seq must be a non-negative integer, got -1",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="seq-negative",
+    ),
+    pytest.param(
+        _file(_good(), {"seq": "x"}),
+        'seq must be an integer, got "x"',
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="seq-word",
+    ),
+    pytest.param(
+        encode_batch(X2, LABELS, dendrite_target=np.zeros((3, 15))),
+        "dendrite_target must have shape [3, 16], got [3, 15]",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="dendrite-target-width",
+    ),
+    pytest.param(
+        _file(_good(coherence_target=("F32", [64], b"\0" * 256))),
+        "coherence_target must have shape [3, 64], got [64]",
+        ErrorType.INVALID_REQUEST,
+        None,
+        id="coherence-target-1d",
+    ),
+    pytest.param(
+        encode_batch(X2, LABELS, coherence_target=np.full((3, 64), [[0], [0], [np.inf]])),
+        "Non-finite coherence_target: sample 2 contains NaN or Inf",
+        ErrorType.NON_FINITE_INPUT,
+        2,
+        id="coherence-target-inf",
+    ),
+]
 
 
 @pytest.mark.parametrize(("data", "message", "error_type", "sample"), REFUSED)
@@ -414,9 +599,14 @@ FUZZ = settings(
 SEEDS = [
     GOOD,
     encode_batch(X3, LABELS, dtype="f16", epochs=2, run_id="r", seq=3, batch_id="b"),
-    encode_batch(X2, LABELS, dtype="bf16", dendrite_target=np.zeros((3, 16)),
-                 coherence_target=np.zeros((3, 64))),
-]  # fmt: skip
+    encode_batch(
+        X2,
+        LABELS,
+        dtype="bf16",
+        dendrite_target=np.zeros((3, 16)),
+        coherence_target=np.zeros((3, 64)),
+    ),
+]
 
 
 def _decodes_or_refuses(data: bytes) -> None:
@@ -510,17 +700,22 @@ _SHAPES = st.lists(st.sampled_from([0, 1, 2, 3, 8, 16, 64]), max_size=4).filter(
 )
 _TENSOR = st.tuples(_DTYPES, _SHAPES)
 _USUAL = {
-    "inputs": st.tuples(st.sampled_from(["F32", "F16", "BF16", "I64"]),
-                        st.sampled_from([[3, D], [3, 2, D], [3, 0, D], [2, D]]) | _SHAPES),
-    "anomaly_label": st.tuples(st.sampled_from(["F32", "U8", "F64"]),
-                               st.sampled_from([[3], [2], [3, 1]]) | _SHAPES),
-}  # fmt: skip
+    "inputs": st.tuples(
+        st.sampled_from(["F32", "F16", "BF16", "I64"]),
+        st.sampled_from([[3, D], [3, 2, D], [3, 0, D], [2, D]]) | _SHAPES,
+    ),
+    "anomaly_label": st.tuples(
+        st.sampled_from(["F32", "U8", "F64"]), st.sampled_from([[3], [2], [3, 1]]) | _SHAPES
+    ),
+}
 _TARGETS = {
-    "dendrite_target": st.tuples(st.sampled_from(["F32", "F16"]),
-                                 st.sampled_from([[3, 16], [2, 16], [3, 15]]) | _SHAPES),
-    "coherence_target": st.tuples(st.sampled_from(["F32", "BF16"]),
-                                  st.sampled_from([[3, 64], [3, 16]]) | _SHAPES),
-}  # fmt: skip
+    "dendrite_target": st.tuples(
+        st.sampled_from(["F32", "F16"]), st.sampled_from([[3, 16], [2, 16], [3, 15]]) | _SHAPES
+    ),
+    "coherence_target": st.tuples(
+        st.sampled_from(["F32", "BF16"]), st.sampled_from([[3, 64], [3, 16]]) | _SHAPES
+    ),
+}
 
 
 @FUZZ

@@ -38,12 +38,15 @@ def pull(
         Path("."), help="Folder to download into (or a FILE.onnx with --format onnx)."
     ),
     file_format: PullFormat = typer.Option(
-        PullFormat.checkpoint, "--format",
+        PullFormat.checkpoint,
+        "--format",
         help="checkpoint: the latest saved checkpoint; onnx: the current weights as ONNX.",
     ),
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Download the server's latest checkpoint (safetensors + JSON, sha256-checked), or ONNX."""
     with clear_errors(debug), Client(resolve_url(server), token=token) as client:
         if file_format is PullFormat.onnx:
@@ -63,9 +66,15 @@ def pull(
 def _pull_onnx(client: Client, path: Path, *, quiet: bool) -> Path:
     """The export, with a spinner while the server exports and a bar while it downloads."""
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), console=console, disable=quiet, transient=True,
-    ) as progress:  # fmt: skip
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as progress:
         task = progress.add_task("exporting on the server", total=None)
 
         def on_bytes(done: int, total: int | None) -> None:
@@ -76,9 +85,11 @@ def _pull_onnx(client: Client, path: Path, *, quiet: bool) -> Path:
 
 def push(
     path: Path = typer.Argument(..., help="A checkpoint folder (from `corteza pull`)."),
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Upload a checkpoint; the server checks it against its model and continues from it."""
     with clear_errors(debug), Client(resolve_url(server), token=token) as client:
         result = client.push(path)

@@ -18,7 +18,7 @@ from corteza.cli.common import (
 )
 from corteza.client import Client, CortezaError
 from corteza.client.config import URL_ENV
-from corteza.client.settings import (
+from corteza.client.saved_server import (
     forget_server,
     load_saved_server,
     mask_token,
@@ -66,11 +66,17 @@ def _save(url: str, token: str | None, *, check: bool, as_json: bool) -> None:
             problem = str(exc)
     path = save_server(url, token)
     if as_json:
-        print_json({
-            "url": url, "token": _masked(token), "path": str(path), "checked": check,
-            "reachable": None if not check else problem is None, "server": description,
-            "error": problem,
-        })  # fmt: skip
+        print_json(
+            {
+                "url": url,
+                "token": _masked(token),
+                "path": str(path),
+                "checked": check,
+                "reachable": None if not check else problem is None,
+                "server": description,
+                "error": problem,
+            }
+        )
         return
     if problem is not None:
         console.print(

@@ -61,36 +61,44 @@ def _client(server: str | None, token: str | None) -> Client:
 
 
 def status(
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Server state and training statistics."""
     with clear_errors(debug), _client(server, token) as client:
         _show(client.status(), as_json, "Status")
 
 
 def info(
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """The model's architecture and size."""
     with clear_errors(debug), _client(server, token) as client:
         _show(client.info(), as_json, "Model")
 
 
 def metrics(
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Recent losses and the trend."""
     with clear_errors(debug), _client(server, token) as client:
         _show(client.metrics(), as_json, "Metrics")
 
 
 def diagnose(
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Run the server's self-test (one forward pass, no training)."""
     with clear_errors(debug), _client(server, token) as client:
         _show(client.diagnose(), as_json, "Diagnosis")
@@ -99,9 +107,11 @@ def diagnose(
 def feedback(
     adjustments: str = typer.Argument(..., help="16 comma-separated floats."),
     valid: bool = typer.Option(True, "--valid/--invalid", help="Whether they were validated."),
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Send dendritic feedback."""
     try:
         values = [float(v) for v in adjustments.split(",") if v.strip()]

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from corteza.cli.common import clear_errors
-from corteza.client.datasets import save_dataset
-from corteza.client.synthetic import DEFAULT_ANOMALY_RATE, DEFAULT_RECIPE, make_dataset
+from corteza.client.data.datasets import save_dataset
+from corteza.client.data.synthetic import DEFAULT_ANOMALY_RATE, DEFAULT_RECIPE, make_dataset
 
 
 def make_data(

@@ -22,7 +22,7 @@ from corteza.cli.common import (
 )
 from corteza.client import Client, InvalidDataError, OnnxModel, Predictions, open_dataset
 from corteza.client.config import resolve_url
-from corteza.client.metrics import roc_auc
+from corteza.client.data.metrics import roc_auc
 
 CHUNK = 1024  # samples per request (or per local run)
 
@@ -33,9 +33,11 @@ def predict(
     model: Path | None = typer.Option(
         None, "--model", help="Score with this ONNX export here (onnxruntime), not a server."
     ),
-    server: str | None = ServerOption, token: str | None = TokenOption,
-    as_json: bool = JsonOption, debug: bool = DebugOption,
-) -> None:  # fmt: skip
+    server: str | None = ServerOption,
+    token: str | None = TokenOption,
+    as_json: bool = JsonOption,
+    debug: bool = DebugOption,
+) -> None:
     """Score DATA with the server's model (eval mode; weights and statistics untouched)."""
     with clear_errors(debug):
         dataset = open_dataset(data)
@@ -57,10 +59,12 @@ def predict(
     labels = dataset.y
     auc = roc_auc(labels, probs) if 0 < labels.sum() < len(labels) else None
     result = {
-        "samples": len(probs), "mean_anomaly_prob": float(probs.mean()),
-        "predicted_anomalies": int((probs > 0.5).sum()), "roc_auc": auc,
+        "samples": len(probs),
+        "mean_anomaly_prob": float(probs.mean()),
+        "predicted_anomalies": int((probs > 0.5).sum()),
+        "roc_auc": auc,
         "out": None if out is None else str(out),
-    }  # fmt: skip
+    }
     if as_json:
         print_json(result)
     else:
@@ -74,6 +78,8 @@ def predict(
 
 def _save(out: Path, probs: NDArray[np.float32], parts: list[Predictions]) -> None:
     np.savez(
-        out, anomaly_prob=probs, dendrites=np.concatenate([p.dendrites for p in parts]),
+        out,
+        anomaly_prob=probs,
+        dendrites=np.concatenate([p.dendrites for p in parts]),
         coherence=np.concatenate([p.coherence for p in parts]),
-    )  # fmt: skip
+    )

@@ -113,9 +113,14 @@ def serve(
     # Imported here so the light, torch-free install can still run the other commands.
     from corteza.model import PRESETS, ModelConfig
     from corteza.server import Settings
-    from corteza.server.security import SecurityConfigError, print_banner, resolve_token, server_url
-    from corteza.server.tunnel import TunnelError
-    from corteza.server.tunnel import serve as serve_forever
+    from corteza.server.edge.security import (
+        SecurityConfigError,
+        print_banner,
+        resolve_token,
+        server_url,
+    )
+    from corteza.server.launch.tunnel import TunnelError
+    from corteza.server.launch.tunnel import serve as serve_forever
 
     try:
         token = resolve_token(
@@ -126,32 +131,55 @@ def serve(
         raise typer.Exit(2) from exc
     setup_logging(log_level)
     limits: dict[str, Any] = {
-        "max_body_mb": max_body_mb, "max_small_body_kb": max_small_body_kb,
-        "max_batch_samples": max_batch_samples, "max_seq_len": max_seq_len,
+        "max_body_mb": max_body_mb,
+        "max_small_body_kb": max_small_body_kb,
+        "max_batch_samples": max_batch_samples,
+        "max_seq_len": max_seq_len,
         "max_connections": max_connections,
-    }  # fmt: skip
+    }
     widths: dict[str, Any] = {
-        "input_dim": input_dim, "lstm_hidden": lstm_hidden, "lstm_layers": lstm_layers,
-        "transformer_heads": transformer_heads, "transformer_layers": transformer_layers,
-        "transformer_ff": transformer_ff, "gmu_hidden": gmu_hidden, "mlp_hidden": mlp_hidden,
-        "mlp_out": mlp_out, "attention_heads": attention_heads, "attention_ff": attention_ff,
-        "head_hidden": head_hidden, "dropout": dropout,
-    }  # fmt: skip
+        "input_dim": input_dim,
+        "lstm_hidden": lstm_hidden,
+        "lstm_layers": lstm_layers,
+        "transformer_heads": transformer_heads,
+        "transformer_layers": transformer_layers,
+        "transformer_ff": transformer_ff,
+        "gmu_hidden": gmu_hidden,
+        "mlp_hidden": mlp_hidden,
+        "mlp_out": mlp_out,
+        "attention_heads": attention_heads,
+        "attention_ff": attention_ff,
+        "head_hidden": head_hidden,
+        "dropout": dropout,
+    }
     base = PRESETS[preset.value].to_dict()
     base.update({k: v for k, v in widths.items() if v is not None})
     try:
         model = ModelConfig.from_dict(base)
         settings = Settings(
-            host=host, port=port, device=device, seed=seed, lr=lr, log_level=log_level,
-            model=model, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-            checkpoint_seconds=checkpoint_seconds, checkpoint_keep=keep_checkpoints,
-            token=token, allowed_hosts=allowed_host or [], cors_origins=cors_origin or [],
+            host=host,
+            port=port,
+            device=device,
+            seed=seed,
+            lr=lr,
+            log_level=log_level,
+            model=model,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
+            checkpoint_keep=keep_checkpoints,
+            token=token,
+            allowed_hosts=allowed_host or [],
+            cors_origins=cors_origin or [],
             public=tunnel is not TunnelChoice.none,
             **{k: v for k, v in limits.items() if v is not None},
-            webhooks=webhook or [], webhook_secret=webhook_secret,
-            webhook_format=webhook_format.value, notify_loss_below=notify_loss_below,
-            notify_margin=notify_margin, stall_minutes=stall_minutes,
-        )  # fmt: skip
+            webhooks=webhook or [],
+            webhook_secret=webhook_secret,
+            webhook_format=webhook_format.value,
+            notify_loss_below=notify_loss_below,
+            notify_margin=notify_margin,
+            stall_minutes=stall_minutes,
+        )
     except ValueError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)
         raise typer.Exit(2) from exc

@@ -25,24 +25,26 @@ from corteza.cli.common import (
 )
 from corteza.cli.training import RunOptions, print_summary, run, server_for
 from corteza.client import Client, InvalidDataError
-from corteza.client.datasets import Dataset, open_dataset, split
-from corteza.client.fit import BatchReport
-from corteza.client.plots import (
+from corteza.client.data.datasets import Dataset, open_dataset, split
+from corteza.client.data.plots import (
     LossHistory,
     TensorBoardScalars,
     missing_extra,
     plot_formats,
     save_loss_plot,
 )
-from corteza.client.synthetic import RECIPES, make_dataset
+from corteza.client.data.synthetic import RECIPES, make_dataset
+from corteza.client.training.fit import BatchReport
 from corteza.wire import dimension_mismatch
 
 EpochsOption = typer.Option(1, min=1, help="Passes over the data.")
 BatchOption = typer.Option(32, min=1, help="Samples per batch.")
 FeedbackOption = typer.Option(
-    5, min=0, help="Send dendritic feedback every N batches (0: never); validated when the "
+    5,
+    min=0,
+    help="Send dendritic feedback every N batches (0: never); validated when the "
     "loss improved since the last feedback.",
-)  # fmt: skip
+)
 UntilOption = typer.Option(
     None, help="Stop once the mean loss of the last 5 batches is at or below X; exit 3 if never."
 )
@@ -52,17 +54,23 @@ PresetOption = typer.Option("default", help="Model of the local server: default 
 LrOption = typer.Option(1e-4, help="Learning rate of the local server.")
 WindowOption = typer.Option(4, min=1, max=256, help="Batches in flight on the stream.")
 StreamOption = typer.Option(
-    True, "--stream/--no-stream", help="Stream batches over a WebSocket, a few in flight "
+    True,
+    "--stream/--no-stream",
+    help="Stream batches over a WebSocket, a few in flight "
     "(default); --no-stream sends one request per batch.",
-)  # fmt: skip
+)
 PlotOption = typer.Option(
-    None, "--plot", help="Save the loss curve to this image (.png, .svg, .pdf...) when training "
+    None,
+    "--plot",
+    help="Save the loss curve to this image (.png, .svg, .pdf...) when training "
     "ends or stops; needs pip install 'corteza[plot]'.",
-)  # fmt: skip
+)
 TensorBoardOption = typer.Option(
-    None, "--tensorboard-dir", help="Write loss and samples/s per batch here for TensorBoard; "
+    None,
+    "--tensorboard-dir",
+    help="Write loss and samples/s per batch here for TensorBoard; "
     "needs pip install 'corteza[tensorboard]'.",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -112,10 +120,16 @@ def train(
     with clear_errors(debug):
         dataset = open_dataset(data)
         _train_and_report(
-            dataset, str(data), server_url(server), token, holdout,
+            dataset,
+            str(data),
+            server_url(server),
+            token,
+            holdout,
             RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
-            ["--preset", preset, "--lr", str(lr), "--seed", str(seed)], as_json, curves,
-        )  # fmt: skip
+            ["--preset", preset, "--lr", str(lr), "--seed", str(seed)],
+            as_json,
+            curves,
+        )
 
 
 def demo(
@@ -149,10 +163,16 @@ def demo(
         input_dim = _remote_input_dim(url, token) if url else (32 if preset == "tiny" else 1600)
         dataset = make_dataset(samples, input_dim=input_dim, recipe=recipe, seed=seed)
         _train_and_report(
-            dataset, f"{samples} synthetic samples ({recipe} recipe)", url, token, holdout,
+            dataset,
+            f"{samples} synthetic samples ({recipe} recipe)",
+            url,
+            token,
+            holdout,
             RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
-            local_args, as_json, curves,
-        )  # fmt: skip
+            local_args,
+            as_json,
+            curves,
+        )
 
 
 def _remote_input_dim(url: str, token: str | None) -> int:
@@ -161,9 +181,16 @@ def _remote_input_dim(url: str, token: str | None) -> int:
 
 
 def _train_and_report(
-    dataset: Dataset, source: str, url: str | None, token: str | None, holdout: float,
-    options: RunOptions, local_args: list[str], as_json: bool, curves: Curves,
-) -> None:  # fmt: skip
+    dataset: Dataset,
+    source: str,
+    url: str | None,
+    token: str | None,
+    holdout: float,
+    options: RunOptions,
+    local_args: list[str],
+    as_json: bool,
+    curves: Curves,
+) -> None:
     with server_for(url, local_args, quiet=as_json) as base, Client(base, token=token) as client:
         info = client.info()
         if dataset.input_dim != info.input_dim:

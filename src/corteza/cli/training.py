@@ -26,9 +26,9 @@ from rich.table import Table
 
 from corteza.cli.common import console
 from corteza.client import Client, InvalidDataError, LocalServer
-from corteza.client.datasets import Dataset
-from corteza.client.fit import BatchReport, FitSummary, fit
-from corteza.client.metrics import roc_auc
+from corteza.client.data.datasets import Dataset
+from corteza.client.data.metrics import roc_auc
+from corteza.client.training.fit import BatchReport, FitSummary, fit
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,10 @@ def server_for(url: str | None, local_args: list[str], *, quiet: bool) -> Iterat
         console.print("No server configured: starting a local one on 127.0.0.1...")
     with LocalServer(local_args) as local:
         if not quiet:
-            console.print(f"Live: {local.url}/ in a browser, or corteza watch --server {local.url}",
-                          soft_wrap=True)  # fmt: skip
+            console.print(
+                f"Live: {local.url}/ in a browser, or corteza watch --server {local.url}",
+                soft_wrap=True,
+            )
         yield local.url
 
 
@@ -73,9 +75,14 @@ def _importable(name: str) -> bool:
 
 
 def run(
-    client: Client, train: Dataset, holdout: Dataset | None, options: RunOptions, *, quiet: bool,
+    client: Client,
+    train: Dataset,
+    holdout: Dataset | None,
+    options: RunOptions,
+    *,
+    quiet: bool,
     on_batch: Callable[[BatchReport], None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Train, evaluate on ``holdout``, and return the summary as a dict.
 
     ``on_batch`` hears every batch too (the loss plot and TensorBoard record there).
@@ -107,9 +114,13 @@ def run(
 
 
 def _train_with_progress(
-    client: Client, data: Dataset, options: RunOptions, *, quiet: bool,
+    client: Client,
+    data: Dataset,
+    options: RunOptions,
+    *,
+    quiet: bool,
     listener: Callable[[BatchReport], None] | None = None,
-) -> FitSummary:  # fmt: skip
+) -> FitSummary:
     with Progress(
         TextColumn("[bold]training"),
         BarColumn(),
@@ -142,11 +153,19 @@ def _train_with_progress(
                 progress.console.print(f"[yellow]{escape(message)}[/]", highlight=False)
 
         return fit(
-            client, data.X, data.y, epochs=options.epochs, batch_size=options.batch_size,
-            seed=options.seed, feedback_every=options.feedback_every,
-            until_loss=options.until_loss, on_batch=on_batch, stream=options.stream,
-            window=options.window, on_event=on_event,
-        )  # fmt: skip
+            client,
+            data.X,
+            data.y,
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            feedback_every=options.feedback_every,
+            until_loss=options.until_loss,
+            on_batch=on_batch,
+            stream=options.stream,
+            window=options.window,
+            on_event=on_event,
+        )
 
 
 def print_summary(result: dict[str, Any]) -> None:

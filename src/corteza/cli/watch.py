@@ -61,8 +61,9 @@ def describe(event: Event) -> str:
 def _words(kind: str, d: dict[str, Any]) -> str:
     match kind:
         case "batch_trained":
-            return (f"step {d['step']} · loss {d['loss']:.4f} · "
-                    f"{d['samples_per_second']:.1f} samples/s")  # fmt: skip
+            return (
+                f"step {d['step']} · loss {d['loss']:.4f} · {d['samples_per_second']:.1f} samples/s"
+            )
         case "feedback":
             verdict = "validated" if d["validated"] else "not validated"
             return f"{verdict} · success rate {d['success_rate']:.0%} of {d['received']}"
@@ -102,11 +103,13 @@ class WatchView:
         with self._lock:
             self.status_read = time.monotonic()
             self.fields.update(
-                step=f"{s.step:,}", samples=f"{s.total_muestras:,}",
+                step=f"{s.step:,}",
+                samples=f"{s.total_muestras:,}",
                 best="-" if s.best_loss is None else f"{s.best_loss:.4f}",
-                device=f"{s.dispositivo} ({s.device_name})", gpu=gpu,
+                device=f"{s.dispositivo} ({s.device_name})",
+                gpu=gpu,
                 feedback=f"{s.feedback.tasa_exito:.0%} of {s.feedback.recibido}",
-            )  # fmt: skip
+            )
             self.fields.setdefault("rate", f"{s.samples_per_second:.1f}")
             if s.last_loss is not None:
                 self.fields.setdefault("loss", f"{s.last_loss:.4f}")
@@ -117,8 +120,11 @@ class WatchView:
             self.connection = "live"
             if event.type == "batch_trained":
                 self.losses.append(float(d["loss"]))
-                self.fields.update(step=f"{d['step']:,}", loss=f"{d['loss']:.4f}",
-                                   rate=f"{d['samples_per_second']:.1f}")  # fmt: skip
+                self.fields.update(
+                    step=f"{d['step']:,}",
+                    loss=f"{d['loss']:.4f}",
+                    rate=f"{d['samples_per_second']:.1f}",
+                )
                 best = self.fields.get("best", "-")
                 if best == "-" or d["loss"] < float(best):
                     self.fields["best"] = f"{d['loss']:.4f}"
@@ -146,24 +152,35 @@ class WatchView:
         status = Table.grid(padding=(0, 2))
         for _ in range(4):
             status.add_column()
-        rows = [("step", "step"), ("loss", "loss"), ("best", "best"), ("samples/s", "rate"),
-                ("device", "device"), ("GPU memory", "gpu"), ("samples", "samples"),
-                ("feedback", "feedback")]  # fmt: skip
+        rows = [
+            ("step", "step"),
+            ("loss", "loss"),
+            ("best", "best"),
+            ("samples/s", "rate"),
+            ("device", "device"),
+            ("GPU memory", "gpu"),
+            ("samples", "samples"),
+            ("feedback", "feedback"),
+        ]
         cells = [(Text(label, style="bold"), Text(fields.get(key, "-"))) for label, key in rows]
         for left, right in zip(cells[::2], cells[1::2], strict=True):
             status.add_row(*left, *right)
         events = Table.grid(padding=(0, 2))
         for event, count in recent:
             label = event.type if count == 1 else f"{event.type} x{count}"
-            events.add_row(Text(_clock(event), style="dim"), Text(label, style="bold"),
-                           Text(describe(event)))  # fmt: skip
+            events.add_row(
+                Text(_clock(event), style="dim"), Text(label, style="bold"), Text(describe(event))
+            )
         title = f"corteza · {escape(self.url)} · [{style}]{escape(connection)}[/]"
         return Group(
             Panel(spark, title=title, title_align="left", subtitle="loss per step"),
             Panel(status, title="status", title_align="left"),
-            Panel(events or Text("no events yet", style="dim"), title="recent events",
-                  title_align="left"),
-        )  # fmt: skip
+            Panel(
+                events or Text("no events yet", style="dim"),
+                title="recent events",
+                title_align="left",
+            ),
+        )
 
 
 def _follow(client: Client, view: WatchView, emit: Any, limit: int | None) -> None:
@@ -213,16 +230,23 @@ def watch(
             if event is None:
                 if said != [view.connection]:
                     said[:] = [view.connection]
-                    err.print(f"[yellow]{escape(view.connection)}[/]", highlight=False,
-                              soft_wrap=True)  # fmt: skip
+                    err.print(
+                        f"[yellow]{escape(view.connection)}[/]", highlight=False, soft_wrap=True
+                    )
                 return
             said.clear()
             if as_json:
-                typer.echo(json.dumps({"id": event.id, "type": event.type, "time": event.time,
-                                       **event.data}))  # fmt: skip
+                typer.echo(
+                    json.dumps(
+                        {"id": event.id, "type": event.type, "time": event.time, **event.data}
+                    )
+                )
             elif not out.is_terminal:
-                out.print(f"{_clock(event)} {event.type} {describe(event)}",
-                          highlight=False, soft_wrap=True)  # fmt: skip
+                out.print(
+                    f"{_clock(event)} {event.type} {describe(event)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
         try:
             if out.is_terminal and not as_json:

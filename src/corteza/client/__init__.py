@@ -1,8 +1,9 @@
 """The local side: a torch-free client, the embedded local server, synthetic data."""
 
 from corteza.client.async_client import AsyncClient
+from corteza.client.backoff import Backoff
 from corteza.client.client import Client, Predictions
-from corteza.client.datasets import (
+from corteza.client.data.datasets import (
     Dataset,
     batch_order,
     iter_batches,
@@ -10,6 +11,8 @@ from corteza.client.datasets import (
     save_dataset,
     split,
 )
+from corteza.client.data.metrics import roc_auc
+from corteza.client.data.synthetic import RECIPES, make_dataset
 from corteza.client.errors import (
     ConnectError,
     CortezaError,
@@ -32,13 +35,10 @@ from corteza.client.errors import (
 )
 from corteza.client.events import Event
 from corteza.client.local import LocalServer, free_port
-from corteza.client.metrics import roc_auc
 from corteza.client.onnx_local import OnnxModel
 from corteza.client.payloads import encode_json_batch
-from corteza.client.resume import Backoff
-from corteza.client.settings import SavedServer, load_saved_server, save_server
-from corteza.client.stream import StreamingTrainer
-from corteza.client.synthetic import RECIPES, make_dataset
+from corteza.client.saved_server import SavedServer, load_saved_server, save_server
+from corteza.client.training.stream import StreamingTrainer
 
 __all__ = [
     "RECIPES",

@@ -58,13 +58,19 @@ class AsyncClient(_ClientBase):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
-            url, token=token, retries=retries, check=check, wire_format=wire_format,
+            url,
+            token=token,
+            retries=retries,
+            check=check,
+            wire_format=wire_format,
             wire_dtype=wire_dtype,
-        )  # fmt: skip
+        )
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=self._timeout(timeout),
+            base_url=self.url,
+            headers=self._headers,
+            timeout=self._timeout(timeout),
             transport=transport,
-        )  # fmt: skip
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

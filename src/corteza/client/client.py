@@ -165,23 +165,34 @@ class _ClientBase:
         dendrite, coherence = targets or (None, None)
         if self.wire_format == "json":
             body = encode_json_batch(
-                inputs, labels, epochs=epochs, dendrite_target=dendrite,
+                inputs,
+                labels,
+                epochs=epochs,
+                dendrite_target=dendrite,
                 coherence_target=coherence,
-            )  # fmt: skip
+            )
             content_type = "application/json"
         else:
             try:
                 body = encode_batch(
-                    inputs, labels, epochs=epochs, dtype=self.wire_dtype,
-                    dendrite_target=dendrite, coherence_target=coherence,
-                )  # fmt: skip
+                    inputs,
+                    labels,
+                    epochs=epochs,
+                    dtype=self.wire_dtype,
+                    dendrite_target=dendrite,
+                    coherence_target=coherence,
+                )
             except BatchError as exc:
                 raise invalid_data(exc) from exc
             content_type = BATCH_CONTENT_TYPE
         return _Call(
-            TrainResponse, "POST", "/train_layer2", idempotent=False, content=body,
+            TrainResponse,
+            "POST",
+            "/train_layer2",
+            idempotent=False,
+            content=body,
             headers={"Content-Type": content_type},
-        )  # fmt: skip
+        )
 
     def _predict_call(self, inputs: NDArray[np.float32]) -> _Call[PredictResponse]:
         binary = self.wire_format == "binary"
@@ -207,9 +218,13 @@ class _ClientBase:
         if reward is not None:
             payload["reward"] = float(reward)
         return _Call(
-            FeedbackResponse, "POST", "/feedback_dendritas", idempotent=False,
-            content=json.dumps(payload).encode(), headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+            FeedbackResponse,
+            "POST",
+            "/feedback_dendritas",
+            idempotent=False,
+            content=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
 
     def _predictions(self, call: _Call[PredictResponse], response: httpx.Response) -> Predictions:
         arrays = binary_predictions(response, self.url)
@@ -253,13 +268,19 @@ class Client(_ClientBase):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(
-            url, token=token, retries=retries, check=check, wire_format=wire_format,
+            url,
+            token=token,
+            retries=retries,
+            check=check,
+            wire_format=wire_format,
             wire_dtype=wire_dtype,
-        )  # fmt: skip
+        )
         self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=self._timeout(timeout),
+            base_url=self.url,
+            headers=self._headers,
+            timeout=self._timeout(timeout),
             transport=transport,
-        )  # fmt: skip
+        )
 
     def close(self) -> None:
         self._http.close()

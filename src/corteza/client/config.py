@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from corteza.client.settings import load_saved_server
+from corteza.client.saved_server import load_saved_server
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 300.0  # seconds; a large batch on a CPU takes a while

@@ -1,9 +1,10 @@
 """The server's live events (``GET /v1/events``), followed through drops and restarts.
 
 A dropped stream is opened again with ``Last-Event-ID`` after a backoff, so
-no event still in the server's buffer (its last 1000) is lost. A restarted
-server numbers its events from 1 again; it sees a ``Last-Event-ID`` beyond
-its own newest and replays everything it has.
+no event still in the server's buffer (its last 1000) is lost. Event ids
+grow across server restarts (they start from the clock), so a restarted
+server sends every new event after the ``Last-Event-ID``; one beyond its
+newest (another server's) gets its whole buffer.
 
 >>> for event in client.events(types=["batch_trained"]):  # doctest: +SKIP
 ...     print(event.id, event.data["loss"])
@@ -22,8 +23,8 @@ from typing import Any
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
+from corteza.client.backoff import Backoff
 from corteza.client.errors import ConnectError, ProtocolError, parse_error
-from corteza.client.resume import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ REOPEN_STATUSES = frozenset({502, 503, 504, *range(520, 531)})
 
 @dataclass(frozen=True)
 class Event:
-    """One server event: ``id`` (from 1 in each server process), ``type``, unix ``time``."""
+    """One server event: ``id`` (growing, across restarts too), ``type``, unix ``time``."""
 
     id: int
     type: str

@@ -84,8 +84,11 @@ def download_onnx(http: httpx.Client, dest: Path, progress: Progress | None = No
             raise_for_error(response)
         target = _target(dest, response.headers.get("content-disposition", ""))
         target.parent.mkdir(parents=True, exist_ok=True)
-        total = int(response.headers["content-length"]) if "content-length" in response.headers \
-            else None  # fmt: skip
+        total = (
+            int(response.headers["content-length"])
+            if "content-length" in response.headers
+            else None
+        )
         digest = hashlib.sha256()
         handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:

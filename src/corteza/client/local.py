@@ -58,15 +58,25 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         command = [
-            self.python, "-m", "corteza", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port), *self.serve_args,
-        ]  # fmt: skip
+            self.python,
+            "-m",
+            "corteza",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.serve_args,
+        ]
         logger.info("starting local server: %s", " ".join(command))
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
+            )
         self._wait_ready()
         return self
 

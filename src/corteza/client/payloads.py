@@ -21,9 +21,11 @@ def preflight_batch(
     """The server's own checks, run before anything is sent."""
     try:
         batch = validate_batch(
-            np.asarray(inputs, dtype=np.float64), np.asarray(labels, dtype=np.float64),
-            input_dim=input_dim, epochs=epochs,
-        )  # fmt: skip
+            np.asarray(inputs, dtype=np.float64),
+            np.asarray(labels, dtype=np.float64),
+            input_dim=input_dim,
+            epochs=epochs,
+        )
     except (BatchError, ValueError) as exc:
         raise invalid_data(exc) from exc
     return batch.inputs, batch.labels
@@ -59,11 +61,14 @@ def encode_json_batch(
         {"input_data": row, "anomaly_label": label}
         for row, label in zip(rows, label_list, strict=True)
     ]
-    for name, target in (("dendrite_target", dendrite_target),
-                         ("coherence_target", coherence_target)):  # fmt: skip
+    for name, target in (
+        ("dendrite_target", dendrite_target),
+        ("coherence_target", coherence_target),
+    ):
         if target is not None:
-            for sample, values in zip(samples, np.asarray(target, np.float32).tolist(),
-                                      strict=True):  # fmt: skip
+            for sample, values in zip(
+                samples, np.asarray(target, np.float32).tolist(), strict=True
+            ):
                 sample[name] = values
     # NaN/Inf go out as JSON's non-standard literals so the server names the sample.
     return json.dumps({"samples": samples, "epochs": epochs}).encode()

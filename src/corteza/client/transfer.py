@@ -75,10 +75,13 @@ def push_checkpoint(http: httpx.Client, path: Path) -> dict[str, Any]:
                 if not block and offset:
                     break
                 end = offset + max(len(block), 1) - 1
-                _check(http.put(
-                    f"/v1/checkpoint/uploads/{upload}/{name}", content=block,
-                    headers={"Content-Range": f"bytes {offset}-{end}/{total}"},
-                ))  # fmt: skip
+                _check(
+                    http.put(
+                        f"/v1/checkpoint/uploads/{upload}/{name}",
+                        content=block,
+                        headers={"Content-Range": f"bytes {offset}-{end}/{total}"},
+                    )
+                )
                 offset += len(block)
                 if not block:
                     break

@@ -1,9 +1,9 @@
 """The training server: FastAPI app, training worker, statistics."""
 
 from corteza.server.app import create_app
-from corteza.server.background import BackgroundServer, ServerStartError, serve_in_background
+from corteza.server.launch.background import BackgroundServer, ServerStartError, serve_in_background
+from corteza.server.launch.tunnel import TunnelError
 from corteza.server.settings import Settings
-from corteza.server.tunnel import TunnelError
 
 __all__ = [
     "BackgroundServer",

@@ -10,11 +10,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza._version import __version__
-from corteza.server.errors import UnexpectedErrorMiddleware, install_error_handlers
-from corteza.server.events import RunEndMiddleware
-from corteza.server.prometheus import HttpMetricsMiddleware
-from corteza.server.prometheus import router as metrics_router
-from corteza.server.routes import (
+from corteza.server.edge.errors import UnexpectedErrorMiddleware, install_error_handlers
+from corteza.server.edge.routes import (
     checkpoints,
     dashboard,
     events,
@@ -26,7 +23,10 @@ from corteza.server.routes import (
     stream,
     training,
 )
-from corteza.server.security import install_security
+from corteza.server.edge.security import install_security
+from corteza.server.observe.events import RunEndMiddleware
+from corteza.server.observe.prometheus import HttpMetricsMiddleware
+from corteza.server.observe.prometheus import router as metrics_router
 from corteza.server.settings import Settings
 from corteza.server.state import ServerState
 from corteza.wire import PROTOCOL_HEADER, PROTOCOL_VERSION

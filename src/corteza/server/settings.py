@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corteza.model import ModelConfig
-from corteza.server.security import exposure_problem
+from corteza.server.edge.security import exposure_problem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
     checkpoint_keep: int = Field(default=3, ge=1, description="checkpoints kept")
     stream_window: int = Field(default=16, ge=1, le=256, description="largest window granted")
-    # Observability (see corteza.server.events and corteza.server.webhooks).
+    # Observability (see corteza.server.observe.events and corteza.server.observe.webhooks).
     webhooks: list[str] = Field(
         default_factory=list, description="http(s) URLs told of news; fixed at start"
     )
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    # Security (see corteza.server.security): who may call, and how much they may send.
+    # Security (see corteza.server.edge.security): who may call, and how much they may send.
     token: str | None = Field(
         default=None, repr=False, description="bearer token; None = no auth (loopback only)"
     )

@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from corteza.server.device import device_label, device_name, gpu_memory_mb
-from corteza.server.durability import Checkpointer
-from corteza.server.events import EventBus, TrainingEvents
-from corteza.server.feedback import DendriteFeedback
-from corteza.server.prometheus import ServerMetrics
-from corteza.server.runs import RunBook
+from corteza.server.checkpoints.checkpointer import Checkpointer
+from corteza.server.engine.device import device_label, device_name, gpu_memory_mb
+from corteza.server.engine.feedback import DendriteFeedback
+from corteza.server.engine.runs import RunBook
+from corteza.server.engine.stats import TrainingStats
+from corteza.server.engine.trainer import Trainer
+from corteza.server.engine.worker import TrainingWorker
+from corteza.server.observe.events import EventBus, TrainingEvents
+from corteza.server.observe.prometheus import ServerMetrics
+from corteza.server.observe.webhooks import WebhookSender
 from corteza.server.settings import Settings
-from corteza.server.stats import TrainingStats
-from corteza.server.trainer import Trainer
-from corteza.server.webhooks import WebhookSender
-from corteza.server.worker import TrainingWorker
 
 MODEL_NAME = "CortezaCognitiva"
 
@@ -47,26 +47,38 @@ class ServerState:
         checkpointer = Checkpointer(settings, trainer, stats, runs, events)
         checkpointer.resume()
         training_events = TrainingEvents(
-            events, margin=settings.notify_margin, loss_below=settings.notify_loss_below,
-            stall_seconds=settings.stall_minutes * 60, best_loss=stats.best_loss,
-        )  # fmt: skip
+            events,
+            margin=settings.notify_margin,
+            loss_below=settings.notify_loss_below,
+            stall_seconds=settings.stall_minutes * 60,
+            best_loss=stats.best_loss,
+        )
         feedback = DendriteFeedback(trainer, settings.feedback_lr)
         worker = TrainingWorker(trainer, stats, runs, checkpointer, feedback, training_events)
         metrics = ServerMetrics(stats, worker, trainer)
         secret = settings.webhook_secret
         webhooks = WebhookSender(
-            settings.webhooks, secret=None if secret is None else secret.get_secret_value(),
+            settings.webhooks,
+            secret=None if secret is None else secret.get_secret_value(),
             fmt=settings.webhook_format,
-        )  # fmt: skip
+        )
         events.add_listener(metrics.on_event)
         if settings.webhooks:
             events.add_listener(webhooks.on_event)
             webhooks.start()
         training_events.start()
         return cls(
-            settings, trainer, stats, runs, checkpointer, worker, events, training_events,
-            metrics, webhooks,
-        )  # fmt: skip
+            settings,
+            trainer,
+            stats,
+            runs,
+            checkpointer,
+            worker,
+            events,
+            training_events,
+            metrics,
+            webhooks,
+        )
 
     def statistics(self) -> dict[str, Any]:
         """The seed's ``estadisticas`` block, device fields included."""

@@ -39,11 +39,22 @@ MAX_HEADER_BYTES = 1 << 20  # a batch's header is a few hundred bytes
 
 # Every safetensors dtype, so that a known-but-refused one gets a precise message.
 _ITEMSIZE = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
-    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
-    "U32": 4, "I32": 4, "F32": 4,
-    "U64": 8, "I64": 8, "F64": 8,
-}  # fmt: skip
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+}
 _MAX_NDIM = 8
 _MAX_ELEMENTS = 1 << 60  # numpy refuses shapes whose nominal size overflows intp
 

@@ -176,8 +176,9 @@ def targets_from_rows(
         if len(row) != width:
             raise BatchError(
                 f"{name} must have {width} values, got {len(row)} (sample {i})",
-                ErrorType.INVALID_REQUEST, i,
-            )  # fmt: skip
+                ErrorType.INVALID_REQUEST,
+                i,
+            )
         with np.errstate(over="ignore"):
             out[i] = np.asarray(row, dtype=np.float32)
         if not np.isfinite(out[i]).all():

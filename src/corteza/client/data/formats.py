@@ -1,0 +1,356 @@
+"""Dataset files: one reader and one writer for each format, chosen by extension.
+
+The formats themselves are described in :mod:`corteza.client.data.datasets`, which
+dispatches to :data:`READERS` and :data:`WRITERS` and checks the values. A
+reader returns the arrays of a :class:`~corteza.client.data.datasets.Dataset`
+(``X``, ``y`` and any :data:`TARGETS` found) and checks only what it must to
+build them: the file's structure, shapes, and that it holds numbers. Nothing
+is ever unpickled, and uncompressed ``.npz`` members and ``.npy`` files are
+memory-mapped rather than read.
+
+This module does not import ``datasets`` at run time (that module imports
+this one); the words of the errors that both raise live here.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corteza.client.errors import InvalidDataError
+
+if TYPE_CHECKING:
+    from corteza.client.data.datasets import Dataset
+
+TARGETS = {"dendrite_target": 16, "coherence_target": 64}  # optional per-sample targets
+CHUNK_BYTES = 64 << 20  # rows of a mapped file are checked or written this many bytes at a time
+
+Arrays = dict[str, NDArray[np.float32]]  # a Dataset's fields: "X", "y" and any TARGETS found
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _read_json(path: Path) -> Arrays:
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            document = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid_data(f"{path} is not valid JSON: {exc}") from exc
+    samples = document.get("samples") if isinstance(document, dict) else document
+    if not isinstance(samples, list):
+        raise invalid_data(
+            f'{path} must hold a list of {{"input_data": [...], "anomaly_label": 0}}'
+        )
+    if not samples:
+        raise empty_data(path)
+    rows: list[Any] = []
+    labels: list[float] = []
+    targets: dict[str, list[Any]] = {name: [] for name in TARGETS}
+    for i, sample in enumerate(samples):
+        if not (isinstance(sample, dict) and "input_data" in sample and "anomaly_label" in sample):
+            raise invalid_data(
+                f"sample {i} must be an object with 'input_data' and 'anomaly_label'"
+            )
+        label = sample["anomaly_label"]
+        if not isinstance(label, (int, float)):
+            raise invalid_label(i, json.dumps(label))
+        rows.append(sample["input_data"])
+        labels.append(float(label))
+        for name in TARGETS:
+            if (name in sample) != (name in samples[0]):
+                this, first = ("a", "none") if name in sample else ("no", "one")
+                raise invalid_data(
+                    f"sample {i} has {this} '{name}', sample 0 has {first}", sample=i
+                )
+            if name in sample:
+                targets[name].append(sample[name])
+    found = {name: _numbers(values, name) for name, values in targets.items() if values}
+    return {"X": _inputs(rows), "y": np.asarray(labels, dtype=np.float32), **found}
+
+
+def _inputs(rows: list[Any]) -> NDArray[np.float32]:
+    """JSON ``input_data`` rows as one array; ragged rows are named."""
+    first: tuple[int, ...] | None = None
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not row:
+            raise invalid_data(f"sample {i} input_data must be a non-empty list of numbers")
+        shape: tuple[int, ...] = (len(row),)
+        if isinstance(row[0], list):
+            shape = (len(row), len(row[0]))
+            if any(not isinstance(step, list) or len(step) != shape[1] for step in row):
+                raise InvalidDataError(
+                    f"Ragged data: the time steps of sample {i} differ in length",
+                    error_type="ragged_data",
+                    sample=i,
+                )
+        if first is None:
+            first = shape
+        elif shape != first:
+            raise InvalidDataError(
+                f"Ragged data: sample {i} has {_shape_words(shape)}, "
+                f"sample 0 has {_shape_words(first)}",
+                error_type="ragged_data",
+                sample=i,
+            )
+    return _numbers(rows, "input_data")
+
+
+def _numbers(values: list[Any], name: str) -> NDArray[np.float32]:
+    try:
+        array = np.asarray(values)
+    except ValueError as exc:  # nested deeper than a sequence
+        raise invalid_data(f"{name} must hold numbers: {exc}") from exc
+    if array.dtype.kind not in "biuf":
+        for i, value in enumerate(values):
+            if np.asarray(value).dtype.kind not in "biuf":
+                raise invalid_data(f"sample {i} {name} must hold only numbers", sample=i)
+        raise invalid_data(f"{name} must hold only numbers")
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later
+        return array.astype(np.float32)
+
+
+def _read_npz(path: Path) -> Arrays:
+    try:
+        arrays = _npz_arrays(path)
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise invalid_data(f"{path} is not a readable .npz archive: {exc}") from exc
+    for name in ("X", "y"):
+        if name not in arrays:
+            found = ", ".join(sorted(arrays)) or "none"
+            raise invalid_data(f"{path} has no array '{name}' (found: {found})")
+    found_targets = {name: _as_float32(arrays[name], name) for name in TARGETS if name in arrays}
+    return {"X": _as_float32(arrays["X"], "X"), "y": _as_float32(arrays["y"], "y"), **found_targets}
+
+
+def _npz_arrays(path: Path) -> dict[str, NDArray[Any]]:
+    arrays: dict[str, NDArray[Any]] = {}
+    with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            array = _map_member(path, raw, info)
+            if array is None:
+                with archive.open(info) as member:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+            arrays[info.filename.removesuffix(".npy")] = array
+    return arrays
+
+
+def _map_member(path: Path, raw: BinaryIO, info: zipfile.ZipInfo) -> NDArray[Any] | None:
+    """A memory map of an uncompressed ``.npy`` member, or None when it cannot be mapped."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # 0x1: encrypted
+        return None
+    raw.seek(info.header_offset)
+    local = raw.read(30)  # the local file header; its name and extra fields follow
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    raw.seek(start)
+    version = np.lib.format.read_magic(raw)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+    else:
+        return None
+    offset = raw.tell()
+    size = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject or size == 0 or offset - start + size > info.file_size:
+        return None  # read_array refuses or reports these
+    mapped: NDArray[Any] = np.memmap(
+        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )
+    return mapped
+
+
+def _read_npy(path: Path) -> Arrays:
+    with path.open("rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise invalid_data(f"{path} is not a .npy file")
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise invalid_data(f"{path} is not a readable .npy file: {exc}") from exc
+    return _from_table(path, table, "a .npy file holds (N, D + 1): the inputs, then the label")
+
+
+def _read_csv(path: Path) -> Arrays:
+    with path.open(encoding="utf-8-sig") as fh:
+        lines = (line for line in fh if line.strip())
+        first = next(lines, None)
+        if first is None:
+            raise empty_data(path)
+        header = not any(_is_number(field) for field in next(csv.reader([first])))
+        body = lines if header else itertools.chain([first], lines)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+                table = np.loadtxt(
+                    body, delimiter=",", dtype=np.float64, ndmin=2, comments=None, quotechar='"'
+                )
+        except ValueError as exc:
+            raise _csv_problem(path, exc) from exc
+    if table.shape[0] == 0:
+        raise empty_data(path)
+    return _from_table(path, table, "each line needs at least one input and the label")
+
+
+def _csv_problem(path: Path, exc: ValueError) -> InvalidDataError:
+    """Re-read a CSV that numpy refused, to name the line and sample at fault."""
+    with path.open(encoding="utf-8-sig") as fh:
+        numbered = ((n, line) for n, line in enumerate(fh, start=1) if line.strip())
+        width: int | None = None
+        sample = 0
+        for line_no, line in numbered:
+            fields = next(csv.reader([line]))
+            if width is None and not any(_is_number(field) for field in fields):
+                continue  # the header
+            if width is None:
+                width = len(fields)
+            elif len(fields) != width:
+                return InvalidDataError(
+                    f"Ragged data: sample {sample} (line {line_no}) has {len(fields)} columns, "
+                    f"sample 0 has {width}",
+                    error_type="ragged_data",
+                    sample=sample,
+                )
+            for column, field in enumerate(fields, start=1):
+                if not _is_number(field):
+                    return invalid_data(
+                        f"{path}, line {line_no}, column {column}: {field!r} is not a number",
+                        sample=sample,
+                    )
+            sample += 1
+    return invalid_data(f"{path}: {exc}")
+
+
+def _from_table(path: Path, table: NDArray[Any], shape_hint: str) -> Arrays:
+    """Inputs and labels from a 2-D table whose last column is the label."""
+    if table.ndim != 2 or table.shape[1] < 2:
+        if table.ndim == 2 and table.shape[0] == 0:
+            raise empty_data(path)
+        raise invalid_data(f"{path} has shape {list(table.shape)}; {shape_hint}")
+    return {"X": _as_float32(table[:, :-1], "X"), "y": _as_float32(table[:, -1], "y")}
+
+
+def _as_float32(array: NDArray[Any], name: str) -> NDArray[np.float32]:
+    """Float32 as it is (a memory map stays one), other numbers converted once."""
+    if array.dtype == np.float32:
+        return array
+    if array.dtype.kind not in "biuf":
+        raise invalid_data(f"{name} must hold numbers, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later
+        return np.asarray(array, dtype=np.float32)
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _write_npz(dataset: Dataset, path: Path) -> None:
+    arrays: dict[str, Any] = {"X": dataset.X, "y": dataset.y}
+    arrays.update(
+        {name: getattr(dataset, name) for name in TARGETS if getattr(dataset, name) is not None}
+    )
+    with path.open("wb") as fh:
+        np.savez(fh, allow_pickle=False, **arrays)  # uncompressed, so open_dataset maps it
+
+
+def _write_npy(dataset: Dataset, path: Path) -> None:
+    n, d = dataset.X.shape
+    table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d + 1))
+    table[:, :d] = dataset.X
+    table[:, d] = dataset.y
+    table.flush()
+    del table
+
+
+def _write_csv(dataset: Dataset, path: Path) -> None:
+    d = dataset.input_dim
+    header = ",".join([*(f"x{j}" for j in range(d)), "anomaly_label"])
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(header + "\n")
+        for rows in _chunks(len(dataset), dataset.X[:1].nbytes):
+            table = np.column_stack([dataset.X[rows], dataset.y[rows]])
+            np.savetxt(fh, table, fmt=["%.9g"] * d + ["%d"], delimiter=",")  # exact float32
+
+
+def _write_json(dataset: Dataset, path: Path) -> None:
+    names = [name for name in TARGETS if getattr(dataset, name) is not None]
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("[")
+        for rows in _chunks(len(dataset), dataset.X[:1].nbytes):
+            for i in range(rows.start, rows.stop):
+                sample: dict[str, Any] = {
+                    "input_data": dataset.X[i].tolist(),
+                    "anomaly_label": int(dataset.y[i]),
+                }
+                sample.update({name: getattr(dataset, name)[i].tolist() for name in names})
+                fh.write(("\n" if i == 0 else ",\n") + json.dumps(sample))
+        fh.write("\n]\n")
+
+
+def _chunks(n: int, row_bytes: int) -> Iterable[slice]:
+    step = max(1, CHUNK_BYTES // max(1, row_bytes))
+    return (slice(start, min(start + step, n)) for start in range(0, n, step))
+
+
+READERS: dict[str, Callable[[Path], Arrays]] = {
+    ".json": _read_json,
+    ".npz": _read_npz,
+    ".npy": _read_npy,
+    ".csv": _read_csv,
+}
+WRITERS: dict[str, Callable[[Dataset, Path], None]] = {
+    ".json": _write_json,
+    ".npz": _write_npz,
+    ".npy": _write_npy,
+    ".csv": _write_csv,
+}
+
+
+# ------------------------------------------------------------------ words
+
+
+def invalid_data(detail: str, *, sample: int | None = None) -> InvalidDataError:
+    return InvalidDataError(f"Malformed data: {detail}", error_type="invalid_data", sample=sample)
+
+
+def empty_data(path: Path) -> InvalidDataError:
+    return InvalidDataError(f"Empty data: {path} has no samples", error_type="empty_data")
+
+
+def invalid_label(i: int, value: str) -> InvalidDataError:
+    """The server's words (corteza.wire.validation)."""
+    return InvalidDataError(
+        f"Invalid anomaly_label: sample {i} has {value}, expected 0 or 1",
+        error_type="invalid_label",
+        sample=i,
+    )
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    if len(shape) == 1:
+        return f"{shape[0]} values"
+    steps = "1 time step" if shape[0] == 1 else f"{shape[0]} time steps"
+    return f"{steps} of {shape[1]} values"

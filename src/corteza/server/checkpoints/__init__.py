@@ -1,0 +1,1 @@
+"""Checkpoints: the on-disk store, validation of loaded state, the checkpointer."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, errors, security policy and limits, OpenAPI, static files."""

@@ -1,0 +1,43 @@
+"""Read-only routes that never wait for the worker: ``/health``, ``/status``, ``/metricas``."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from fastapi import APIRouter
+
+from corteza._version import __version__
+from corteza.server.edge.deps import StateDep
+from corteza.server.engine.answers import now_iso
+from corteza.server.state import MODEL_NAME
+from corteza.wire import PROTOCOL_VERSION, HealthResponse, MetricsResponse, StatusResponse
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness")
+async def health(state: StateDep) -> HealthResponse:
+    return HealthResponse(
+        alive=True, timestamp=now_iso(), uptime_seconds=time.monotonic() - state.started
+    )
+
+
+@router.get("/status", response_model=StatusResponse, summary="State and statistics")
+async def status(state: StateDep) -> StatusResponse:
+    return StatusResponse.model_validate(
+        {
+            "modelo": MODEL_NAME,
+            "estadisticas": state.statistics(),
+            "torch_version": torch.__version__,
+            "cuda_available": state.cuda_available,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "queue_depth": state.worker.queue_depth,
+        }
+    )
+
+
+@router.get("/metricas", response_model=MetricsResponse, summary="Recent losses and trend")
+async def metricas(state: StateDep) -> MetricsResponse:
+    return MetricsResponse.model_validate(state.stats.metrics(state.settings.trend_window))

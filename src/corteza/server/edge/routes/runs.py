@@ -1,0 +1,43 @@
+"""``GET /v1/runs/{run_id}``: what the model holds of one run (exactly-once record);
+``POST /v1/runs/{run_id}/finish``: the client of a run sent by REST says it is done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from corteza.server.edge.deps import StateDep
+from corteza.server.edge.errors import ApiError
+from corteza.server.edge.openapi import error_responses
+from corteza.wire import ErrorType
+
+router = APIRouter(prefix="/v1", tags=["training"])
+
+
+@router.get(
+    "/runs/{run_id}", summary="A run's next seq and applied seqs", responses=error_responses(404)
+)
+async def run_record(run_id: str, state: StateDep) -> dict[str, Any]:
+    """``applied`` lists every seq trained into these weights, in order: a complete
+    run without loss or repetition reads ``0, 1, 2, ... next_seq - 1``."""
+    run = state.runs.get(run_id)
+    if run is None:
+        raise ApiError(404, f"No run {run_id[:64]!r} on this server", ErrorType.NOT_FOUND)
+    return {"run_id": run_id, "next_seq": run.next_seq, "applied": list(run.applied)}
+
+
+@router.post(
+    "/runs/{run_id}/finish",
+    summary="Say a run sent by REST is done",
+    responses=error_responses(404),
+)
+async def finish_run(run_id: str, state: StateDep) -> dict[str, Any]:
+    """Announces ``run_finished`` (events, webhooks) for a run trained by this process, as
+    closing ``WS /v1/train/stream`` does for a streamed one. ``announced`` is false when
+    this process trained none of the run's batches (or announced it already)."""
+    run = state.runs.get(run_id)
+    if run is None:
+        raise ApiError(404, f"No run {run_id[:64]!r} on this server", ErrorType.NOT_FOUND)
+    announced = state.training_events.run_closed(run_id)
+    return {"run_id": run_id, "next_seq": run.next_seq, "announced": announced}

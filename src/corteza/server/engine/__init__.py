@@ -1,0 +1,1 @@
+"""The training engine: trainer, worker thread, runs, statistics, feedback, device, export."""

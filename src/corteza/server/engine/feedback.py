@@ -1,0 +1,89 @@
+"""Dendritic feedback that learns: validated adjustments become a regression target.
+
+The server remembers the inputs of its recent batches by ``batch_id``
+(bounded by count and bytes). Validated feedback on a batch takes one step
+on the dendrite head alone, towards ``tanh(head(features)) == ajustes``,
+weighted by ``reward``; the rest of the network, and so the anomaly and
+coherence heads, do not move. Feedback that is not validated is recorded
+only. The head's feedback optimizer lives beside the training optimizer and
+is not part of checkpoints (the head's weights are).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from corteza.server.engine.trainer import Trainer
+
+MEMORY_BATCHES = 64  # batches remembered for feedback
+MEMORY_BYTES = 256 * 1024 * 1024  # and at most this much of their inputs
+
+
+class UnknownBatchError(LookupError):
+    """Feedback on a batch the server does not remember (unknown, or evicted)."""
+
+
+@dataclass(frozen=True)
+class FeedbackStep:
+    batch_id: str
+    loss: float  # MSE of the dendrite head against the target, before the step
+
+
+class DendriteFeedback:
+    """Remembers recent batches and turns validated feedback into head steps."""
+
+    def __init__(self, trainer: Trainer, lr: float) -> None:
+        self.trainer = trainer
+        self._head = trainer.model.capa5.dendrites
+        self._optimizer = torch.optim.AdamW(self._head.parameters(), lr=lr, weight_decay=0.0)
+        self._memory: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._bytes = 0
+
+    def remember(self, inputs: NDArray[np.float32]) -> str:
+        """Keep a trained batch's inputs; returns its new ``batch_id``."""
+        batch_id = secrets.token_hex(8)
+        self._memory[batch_id] = inputs
+        self._bytes += inputs.nbytes
+        while len(self._memory) > MEMORY_BATCHES or (
+            self._bytes > MEMORY_BYTES and len(self._memory) > 1
+        ):
+            _, dropped = self._memory.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return batch_id
+
+    def resolve(self, batch_id: str | None) -> str | None:
+        """The batch feedback refers to: the one named, or the latest (None before any)."""
+        if batch_id is None:
+            return next(reversed(self._memory)) if self._memory else None
+        if batch_id not in self._memory:
+            raise UnknownBatchError(
+                f"Unknown or expired batch_id {batch_id[:40]!r}: feedback refers to one of "
+                f"the last {MEMORY_BATCHES} batches"
+            )
+        return batch_id
+
+    def step(self, batch_id: str, target: list[float], reward: float) -> FeedbackStep:
+        """One step of the dendrite head towards ``target`` on the batch's inputs."""
+        trainer = self.trainer
+        inputs = torch.from_numpy(self._memory[batch_id]).to(trainer.device)
+        trainer.model.eval()
+        try:
+            with torch.no_grad():
+                features = trainer.model.features(inputs)  # (B, mlp_out), the heads' input
+        finally:
+            trainer.model.train()
+        goal = torch.tensor(target, dtype=features.dtype, device=features.device)
+        self._optimizer.zero_grad(set_to_none=True)
+        prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
+        loss = F.mse_loss(prediction, goal.expand_as(prediction))
+        (reward * loss).backward()  # type: ignore[no-untyped-call]
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+        return FeedbackStep(batch_id, float(loss.detach()))

@@ -1,0 +1,232 @@
+"""The trainer: owns the model, the optimizer and the device.
+
+Only the training worker's thread calls into a :class:`Trainer`; nothing here
+knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from corteza.model import (
+    CortezaCognitiva,
+    CortezaOutput,
+    LossWeights,
+    ModelConfig,
+    anomaly_probability,
+    corteza_loss,
+    count_parameters,
+)
+from corteza.server.engine.device import resolve_device
+from corteza.server.settings import Settings
+from corteza.wire import Batch
+
+logger = logging.getLogger(__name__)
+
+PREDICT_CHUNK = 256  # samples per forward pass when predicting
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or Inf; the step that produced it was not applied."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one batch of training produced."""
+
+    batch_size: int
+    epochs: int
+    losses: list[float]  # loss of each optimizer step, before that step's update
+    probabilities: NDArray[np.float32]  # (B,) anomaly probability, last step
+    dendrites: list[float]  # mean over the batch, last step
+    coherence: list[float]  # mean over the batch, last step
+    capa_means: tuple[float, float, float]  # mean activation of Capa2, Capa3, Capa4
+    step: int  # optimizer steps taken since the run began, after this batch
+    seconds: float  # wall time of the training work
+    head_losses: dict[str, float | None] | None = None  # per head, last step
+
+    @property
+    def loss(self) -> float:
+        return self.losses[-1]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-sample outputs in eval mode."""
+
+    probabilities: NDArray[np.float32]  # (B,)
+    dendrites: NDArray[np.float32]  # (B, dendrite_dim)
+    coherence: NDArray[np.float32]  # (B, coherence_dim)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    input_shape: list[int]
+    anomaly_shape: list[int]
+    dendrite_shape: list[int]
+    coherence_shape: list[int]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, fused where this torch supports it.
+
+    On a 2-core CPU the fused step takes 0.06 s for the default model against
+    0.33 s for the per-parameter loop: most of a batch-32 step.
+    """
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # older torch, or a device without a fused kernel
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+class Trainer:
+    """Model + optimizer + device, configured from :class:`Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config: ModelConfig = settings.model
+        self.device = resolve_device(settings.device)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        self.model = CortezaCognitiva(self.config).to(self.device)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)
+        self.loss_weights = LossWeights(
+            settings.loss_weight_anomaly,
+            settings.loss_weight_dendrite,
+            settings.loss_weight_coherence,
+        )
+        self.step = 0
+        self.parameter_count = count_parameters(self.model)
+        self.trainable_count = count_parameters(self.model, trainable_only=True)
+        self.autocast_dtype = self._autocast_dtype(settings.precision)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
+        if self.device.type != "cuda" or precision == "fp32":
+            return None
+        if precision == "bf16" or torch.cuda.is_bf16_supported(including_emulation=False):
+            return torch.bfloat16
+        return None
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self.autocast_dtype is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                yield
+
+    def _to_device(self, array: NDArray[np.float32]) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def train_batch(self, batch: Batch) -> TrainResult:
+        """Take ``batch.epochs`` optimizer steps on one validated batch."""
+        started = time.perf_counter()
+        inputs = self._to_device(batch.inputs)
+        labels = self._to_device(batch.labels)
+        dendrite_target = None
+        if batch.dendrite_target is not None:
+            dendrite_target = self._to_device(batch.dendrite_target)
+        coherence_target = None
+        if batch.coherence_target is not None:
+            coherence_target = self._to_device(batch.coherence_target)
+        losses: list[float] = []
+        output: CortezaOutput | None = None
+        self.model.train()
+        for epoch in range(batch.epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                output = self.model(inputs)
+                terms = corteza_loss(
+                    output,
+                    labels,
+                    dendrite_target=dendrite_target,
+                    coherence_target=coherence_target,
+                    weights=self.loss_weights,
+                    pos_weight=self.settings.pos_weight,
+                )
+            loss = float(terms.total.detach())
+            if not np.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"Training diverged: the loss became {loss} at epoch {epoch + 1} of this "
+                    "batch; that step was not applied"
+                )
+            terms.total.backward()  # type: ignore[no-untyped-call]
+            if self.settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+            self.optimizer.step()
+            self.step += 1
+            losses.append(loss)
+        assert output is not None  # epochs >= 1 is validated upstream
+        head_losses = {
+            "anomaly": float(terms.anomaly.detach()),
+            "dendrite": None if terms.dendrite is None else float(terms.dendrite.detach()),
+            "coherence": None if terms.coherence is None else float(terms.coherence.detach()),
+        }
+        probabilities = anomaly_probability(output).detach().float().cpu().numpy()
+        return TrainResult(
+            batch_size=batch.size,
+            epochs=batch.epochs,
+            losses=losses,
+            probabilities=probabilities,
+            dendrites=output.dendrites.detach().float().mean(dim=0).cpu().tolist(),
+            coherence=output.coherence.detach().float().mean(dim=0).cpu().tolist(),
+            capa_means=(
+                float(output.capa2_mean),
+                float(output.capa3_mean),
+                float(output.capa4_mean),
+            ),
+            step=self.step,
+            seconds=time.perf_counter() - started,
+            head_losses=head_losses,
+        )
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode and no gradients; training mode is restored afterwards."""
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                yield
+        finally:
+            self.model.train()
+
+    def predict(self, inputs: NDArray[np.float32], chunk: int = PREDICT_CHUNK) -> Predictions:
+        """Outputs for validated inputs; weights, optimizer and RNG are left alone."""
+        probs, dendrites, coherence = [], [], []
+        with self._evaluating():
+            for start in range(0, inputs.shape[0], chunk):
+                out = self.model(self._to_device(inputs[start : start + chunk]))
+                probs.append(anomaly_probability(out).float().cpu())
+                dendrites.append(out.dendrites.float().cpu())
+                coherence.append(out.coherence.float().cpu())
+        return Predictions(
+            torch.cat(probs).numpy(), torch.cat(dendrites).numpy(), torch.cat(coherence).numpy()
+        )
+
+    def diagnose(self, batch_size: int = 2) -> Diagnosis:
+        """One forward pass in eval mode on a random input; training is unaffected."""
+        generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
+        x = torch.randn(batch_size, 1, self.config.input_dim, generator=generator)
+        with self._evaluating():
+            out = self.model(x.to(self.device))
+        return Diagnosis(
+            input_shape=list(x.shape),
+            anomaly_shape=list(out.anomaly_logits.shape),
+            dendrite_shape=list(out.dendrites.shape),
+            coherence_shape=list(out.coherence.shape),
+        )

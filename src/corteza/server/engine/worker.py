@@ -1,0 +1,147 @@
+"""The training worker: one thread owns the model; handlers hand it work and await.
+
+Request handlers never compute on the event loop. They submit a job here and
+``await`` its result, so ``/health`` and ``/status`` answer in milliseconds
+while a batch trains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corteza.server.checkpoints.checkpointer import Checkpointer
+from corteza.server.engine.answers import train_answer
+from corteza.server.engine.feedback import DendriteFeedback, FeedbackStep
+from corteza.server.engine.runs import RunBook
+from corteza.server.engine.stats import TrainingStats
+from corteza.server.engine.trainer import Diagnosis, Predictions, Trainer
+from corteza.server.observe.events import TrainingEvents
+from corteza.wire import Batch
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TrainingWorker:
+    """Runs every job that touches the model on one dedicated thread, in order."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        stats: TrainingStats,
+        runs: RunBook,
+        checkpointer: Checkpointer,
+        feedback: DendriteFeedback,
+        events: TrainingEvents | None = None,
+    ) -> None:
+        self.trainer = trainer
+        self.events = events
+        self.feedback = feedback
+        self.stats = stats
+        self.runs = runs
+        self.checkpointer = checkpointer
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corteza-trainer")
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs submitted and not finished (the one running included)."""
+        return self._pending
+
+    def _submit(self, job: Callable[[], T]) -> asyncio.Future[T]:
+        with self._pending_lock:
+            self._pending += 1
+        # Counted down when the job ends, even if the awaiting request went away.
+        future = self._executor.submit(job)
+        future.add_done_callback(self._done)
+        return asyncio.wrap_future(future)
+
+    async def run(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on the worker thread and await its result."""
+        return await self._submit(job)
+
+    def _done(self, _: object) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def submit_train(
+        self, batch: Batch, run_id: str | None = None, seq: int | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue a batch; the future gives its answer (a replay when already applied).
+
+        With a ``run_id``, the exactly-once decision, the training and the
+        record happen in one job on the worker's thread, so nothing can slip
+        between them. Raises :class:`OutOfOrderError` through the future.
+        """
+
+        def job() -> dict[str, Any]:
+            if run_id is not None and seq is not None:
+                stored = self.runs.decide(run_id, seq)
+                if stored is not None:
+                    return {**stored, "replayed": True}
+            result = self.trainer.train_batch(batch)
+            self.stats.record_batch(result)
+            answer = train_answer(result, run_id, seq, self.feedback.remember(batch.inputs))
+            if run_id is not None and seq is not None:
+                self.runs.record(run_id, seq, answer)
+            if self.events is not None:
+                self.events.batch_trained(result, answer)
+            self.checkpointer.batch_done()
+            return answer
+
+        return self._submit(job)
+
+    async def train(
+        self, batch: Batch, run_id: str | None = None, seq: int | None = None
+    ) -> dict[str, Any]:
+        return await self.submit_train(batch, run_id, seq)
+
+    async def give_feedback(
+        self, batch_id: str | None, target: list[float], validated: bool, reward: float
+    ) -> tuple[str | None, FeedbackStep | None]:
+        """Record feedback; a validated one also takes a step on the dendrite head.
+
+        Raises :class:`UnknownBatchError` (nothing recorded) for an unknown batch.
+        Before any batch, feedback without a ``batch_id`` is recorded only, as
+        the seed's server did.
+        """
+
+        def job() -> tuple[str | None, FeedbackStep | None]:
+            resolved = self.feedback.resolve(batch_id)
+            outcome = None
+            if validated and resolved is not None:
+                outcome = self.feedback.step(resolved, target, reward)
+            loss = None if outcome is None else outcome.loss
+            self.stats.record_feedback(validated, loss)
+            if self.events is not None:
+                self.events.feedback(resolved, validated, reward, loss, self.stats)
+            return resolved, outcome
+
+        return await self.run(job)
+
+    async def checkpoint(self) -> Path | None:
+        """Save a checkpoint after the batches already queued."""
+        return await self.run(self.checkpointer.save)
+
+    async def predict(self, inputs: NDArray[np.float32]) -> Predictions:
+        return await self.run(lambda: self.trainer.predict(inputs))
+
+    async def diagnose(self) -> Diagnosis:
+        return await self.run(self.trainer.diagnose)
+
+    def shutdown(self) -> None:
+        """Finish the jobs queued, save a checkpoint, stop the thread."""
+        if self.checkpointer.enabled:
+            self._executor.submit(self.checkpointer.save, "shutdown")
+        self._executor.shutdown(wait=True)

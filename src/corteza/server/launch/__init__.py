@@ -1,0 +1,1 @@
+"""Launching the server: tunnels and the background server for notebooks."""

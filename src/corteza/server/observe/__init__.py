@@ -1,0 +1,1 @@
+"""Observability: the event bus, Prometheus metrics, webhooks."""
