@@ -25,13 +25,14 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from corteza._version import __version__
 from corteza.server.observe.events import Event
 from corteza.wire.webhooks import sign
+
+if TYPE_CHECKING:
+    import httpx  # imported by the delivery thread: the server's import stays free of httpx
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ class WebhookSender:
                 self._cond.wait(min(waits) if waits else None)
 
     def _run(self) -> None:
+        import httpx
+
         with httpx.Client(headers={"User-Agent": f"corteza/{__version__}"}) as http:
             while (delivery := self._next()) is not None:
                 self._attempt(http, delivery)
@@ -213,6 +216,8 @@ class WebhookSender:
         if self._deadline is not None:
             timeout = max(0.1, min(timeout, self._deadline - time.monotonic()))
         delivery.attempts += 1
+        import httpx
+
         try:
             response = http.post(
                 delivery.url, content=delivery.body, headers=headers, timeout=timeout
