@@ -10,13 +10,16 @@ import typer
 from corteza.cli.common import clear_errors
 from corteza.client.data.datasets import save_dataset
 from corteza.client.data.synthetic import DEFAULT_ANOMALY_RATE, DEFAULT_RECIPE, make_dataset
+from corteza.wire.model_config import PRESETS
+
+DEFAULT_INPUT_DIM = PRESETS["default"].input_dim
 
 
 def make_data(
     path: Annotated[Path, typer.Argument(help="File to write: .npz, .npy, .csv or .json.")],
     samples: Annotated[int, typer.Option(help="Number of samples.")] = 2000,
     recipe: Annotated[str, typer.Option(help="Synthetic recipe: sensor or seed.")] = DEFAULT_RECIPE,
-    input_dim: Annotated[int, typer.Option(help="Values per sample.")] = 1600,
+    input_dim: Annotated[int, typer.Option(help="Values per sample.")] = DEFAULT_INPUT_DIM,
     anomaly_rate: Annotated[
         float, typer.Option(help="Expected share of anomalies.")
     ] = DEFAULT_ANOMALY_RATE,

@@ -36,6 +36,7 @@ from corteza.client.data.plots import (
 from corteza.client.data.synthetic import RECIPES, make_dataset
 from corteza.client.training.fit import BatchReport
 from corteza.wire import dimension_mismatch
+from corteza.wire.model_config import PRESETS
 
 EpochsOption = typer.Option(1, min=1, help="Passes over the data.")
 BatchOption = typer.Option(32, min=1, help="Samples per batch.")
@@ -50,7 +51,7 @@ UntilOption = typer.Option(
 )
 HoldoutOption = typer.Option(0.2, min=0.0, max=0.9, help="Share of samples held out for ROC-AUC.")
 SeedOption = typer.Option(0, help="Seed of the split, the batch order and the local model.")
-PresetOption = typer.Option("default", help="Model of the local server: default or tiny.")
+PresetOption = typer.Option("default", help=f"Model of the local server: {' or '.join(PRESETS)}.")
 LrOption = typer.Option(1e-4, help="Learning rate of the local server.")
 WindowOption = typer.Option(4, min=1, max=256, help="Batches in flight on the stream.")
 StreamOption = typer.Option(
@@ -160,7 +161,8 @@ def demo(
     url = server_url(server)
     local_args = ["--preset", preset, "--lr", str(lr), "--seed", str(seed)]
     with clear_errors(debug):
-        input_dim = _remote_input_dim(url, token) if url else (32 if preset == "tiny" else 1600)
+        local = PRESETS.get(preset, PRESETS["default"])  # an unknown preset fails in the server
+        input_dim = _remote_input_dim(url, token) if url else local.input_dim
         dataset = make_dataset(samples, input_dim=input_dim, recipe=recipe, seed=seed)
         _train_and_report(
             dataset,

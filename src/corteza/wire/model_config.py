@@ -1,4 +1,4 @@
-"""The model's widths, as one frozen dataclass stored beside every checkpoint."""
+"""The model's widths, as one frozen dataclass stored beside every checkpoint (torch-free)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every width of :class:`CortezaCognitiva`.
+    """Every width of :class:`corteza.model.CortezaCognitiva`.
 
     The defaults reproduce the seed's architecture exactly (73,766,290
     parameters). ``ModelConfig.tiny()`` builds a model of a few thousand
