@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from corteza.server.checkpoints.checkpointer import Checkpointer
+from corteza.server.checkpoints.uploads import CheckpointUploads
 from corteza.server.engine.device import device_label, device_name, gpu_memory_mb
 from corteza.server.engine.feedback import DendriteFeedback
 from corteza.server.engine.runs import RunBook
@@ -35,6 +36,7 @@ class ServerState:
     training_events: TrainingEvents
     metrics: ServerMetrics
     webhooks: WebhookSender
+    uploads: CheckpointUploads
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -78,6 +80,7 @@ class ServerState:
             training_events,
             metrics,
             webhooks,
+            CheckpointUploads(checkpointer.root),
         )
 
     def statistics(self) -> dict[str, Any]:

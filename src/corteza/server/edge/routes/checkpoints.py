@@ -1,12 +1,11 @@
-"""``POST /v1/checkpoint`` saves now; ``GET /v1/checkpoint[/files/NAME]`` downloads the latest."""
+"""``POST /v1/checkpoint`` saves now; ``GET /v1/checkpoint[/files/NAME]`` downloads the latest.
+
+``/v1/checkpoint/uploads`` pushes one back (the logic is in ``checkpoints/uploads.py``).
+"""
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from corteza.server.checkpoints.uploads import UploadError, chunk_offset
 from corteza.server.checkpoints.validate import CheckpointError
 from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
@@ -86,48 +86,18 @@ async def checkpoint_file(name: str, state: StateDep) -> FileResponse:
 
 # ------------------------------------------------------------------ uploads (push)
 
-MAX_CHUNK = 64 * 1024 * 1024  # tunnels refuse bodies over 100 MB
-UPLOADABLE = frozenset(
-    {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json", MANIFEST}
-)
-_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
-_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
-
-def _uploads(state: ServerState) -> Path:
-    root = state.checkpointer.root
-    base = root / ".uploads" if root is not None else Path(tempfile.gettempdir()) / "corteza-up"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
-
-def _upload_dir(state: ServerState, upload_id: str) -> Path:
-    path = _uploads(state) / upload_id
-    if not _UPLOAD_ID.fullmatch(upload_id) or not path.is_dir():
-        raise ApiError(404, f"No upload {upload_id[:40]!r}", ErrorType.NOT_FOUND)
-    return path
+def _refused(exc: UploadError) -> ApiError:
+    return ApiError(exc.status, exc.message, exc.error_type, **exc.extra)
 
 
 @router.post("/checkpoint/uploads", summary="Start uploading a checkpoint")
 async def start_upload(state: StateDep) -> dict[str, Any]:
     """Answers a server-made id; the files go up in chunks of at most 64 MiB."""
-    upload_id = uuid.uuid4().hex
-    (_uploads(state) / upload_id).mkdir()
-    return {"upload_id": upload_id, "max_chunk_bytes": MAX_CHUNK, "files": sorted(UPLOADABLE)}
-
-
-def _append(path: Path, offset: int, data: bytes) -> int:
-    size = path.stat().st_size if path.exists() else 0
-    if offset != size:
-        raise ApiError(
-            409,
-            f"Chunk starts at byte {offset}, but {path.name} has {size} bytes",
-            ErrorType.INVALID_REQUEST,
-            next_offset=size,
-        )
-    with path.open("ab") as file:
-        file.write(data)
-    return size + len(data)
+    try:
+        return await run_in_threadpool(state.uploads.start)
+    except UploadError as exc:
+        raise _refused(exc) from exc
 
 
 @router.put(
@@ -138,26 +108,17 @@ def _append(path: Path, offset: int, data: bytes) -> int:
 async def upload_chunk(
     upload_id: str, name: str, request: Request, state: StateDep
 ) -> dict[str, Any]:
-    path = _upload_dir(state, upload_id)
-    if name not in UPLOADABLE:
-        raise ApiError(
-            422,
-            f"A checkpoint holds only {', '.join(sorted(UPLOADABLE))}; got {name[:80]!r}",
-            ErrorType.INVALID_CHECKPOINT,
-        )
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > MAX_CHUNK:
-        raise ApiError(
-            413, f"Chunks are at most {MAX_CHUNK} bytes; got {declared}", ErrorType.INVALID_REQUEST
-        )
-    match = _RANGE.fullmatch(request.headers.get("content-range", "bytes 0-0/*"))
-    offset = int(match.group(1)) if match else 0
-    data = await request.body()
-    if len(data) > MAX_CHUNK:
-        raise ApiError(
-            413, f"Chunks are at most {MAX_CHUNK} bytes; got {len(data)}", ErrorType.INVALID_REQUEST
-        )
-    size = await run_in_threadpool(_append, path / name, offset, data)
+    uploads = state.uploads
+    try:
+        uploads.folder(upload_id)
+        uploads.check_name(name)
+        uploads.check_chunk_size(int(request.headers.get("content-length") or 0))
+        offset = chunk_offset(request.headers.get("content-range"))
+        data = await request.body()
+        uploads.check_chunk_size(len(data))
+        size = await run_in_threadpool(uploads.append, upload_id, name, offset, data)
+    except UploadError as exc:
+        raise _refused(exc) from exc
     return {"name": name, "bytes": size}
 
 
@@ -168,11 +129,14 @@ async def upload_chunk(
 )
 async def commit_upload(upload_id: str, state: StateDep) -> dict[str, Any]:
     """Checks the manifest (sha256), names, shapes and dtypes before anything changes."""
-    path = _upload_dir(state, upload_id)
+    try:
+        path = state.uploads.folder(upload_id)
+    except UploadError as exc:
+        raise _refused(exc) from exc
     try:
         runs = await state.worker.run(lambda: state.checkpointer.adopt(path))
     except CheckpointError as exc:
         raise ApiError(422, f"Refused checkpoint: {exc}", ErrorType.INVALID_CHECKPOINT) from exc
     finally:
-        await run_in_threadpool(shutil.rmtree, path, True)
+        await run_in_threadpool(state.uploads.discard, upload_id)
     return {"status": "loaded", "step": state.trainer.step, "runs": runs}
