@@ -113,9 +113,9 @@ def serve(
     # Imported here so the light, torch-free install can still run the other commands.
     from corteza.model import PRESETS, ModelConfig
     from corteza.server import Settings
-    from corteza.server.edge.security import (
+    from corteza.server.edge.policy import (
         SecurityConfigError,
-        print_banner,
+        banner_lines,
         resolve_token,
         server_url,
     )
@@ -187,13 +187,19 @@ def serve(
 
     def ready(public_url: str | None) -> None:
         """Once the model is up (and the tunnel open): the URL, the token, what to paste."""
-        print_banner(public_url or server_url(host, port), token)
+        print_lines(banner_lines(public_url or server_url(host, port), token))
 
     try:
         serve_forever(settings, tunnel.value, ready)
     except TunnelError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def print_lines(lines: list[str]) -> None:
+    """Print the start banner one line at a time, flushed: a pipe reader sees it at once."""
+    for line in lines:
+        print(line, flush=True)
 
 
 def _first_line(exc: ValueError) -> str:

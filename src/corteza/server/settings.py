@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corteza.model import ModelConfig
-from corteza.server.edge.security import exposure_problem
+from corteza.server.edge.policy import exposure_problem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    # Security (see corteza.server.edge.security): who may call, and how much they may send.
+    # Security (see corteza.server.edge.policy): who may call, and how much they may send.
     token: str | None = Field(
         default=None, repr=False, description="bearer token; None = no auth (loopback only)"
     )

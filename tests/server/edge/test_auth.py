@@ -24,17 +24,14 @@ from corteza.cli.app import app as cli
 from corteza.client import Client, StreamingTrainer, free_port
 from corteza.client.errors import UnauthorizedError
 from corteza.server import Settings
+from corteza.server.edge.policy import SecurityConfigError, banner_lines, is_loopback, resolve_token
 from corteza.server.edge.security import (
     EMPTY_TOKEN,
     MALFORMED_HEADER,
     MISSING_TOKEN,
     TOKEN_IN_URL,
     WRONG_TOKEN,
-    SecurityConfigError,
-    banner_lines,
     is_exempt,
-    is_loopback,
-    resolve_token,
 )
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import assert_same_model, samples, snapshot_model

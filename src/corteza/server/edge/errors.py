@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corteza.wire import BatchError, ErrorType, error_body
 
 logger = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008  # WebSocket close code
 
 
 class ApiError(Exception):
@@ -81,6 +85,37 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         code = ErrorType.INTERNAL_ERROR
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    error_type: ErrorType,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with the wire's error body and close the connection.
+
+    A WebSocket handshake is refused with close code 1008 and the message as
+    reason (servers answer it with HTTP 403). The ASGI denial-response extension
+    would carry the body, but uvicorn's default WebSocket protocol logs an error
+    for every such refusal; the Python client learns the reason from the REST
+    fallback it then takes.
+    """
+    if scope["type"] == "websocket":
+        reason = message.encode()[:123].decode(errors="ignore")  # a close frame's limit
+        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": reason})
+        return
+    body = json.dumps(error_body(message, error_type)).encode()
+    head = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
 INTERNAL_MESSAGE = "Internal server error; the details are in the server log"

@@ -14,15 +14,13 @@ close the connection.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corteza.server.edge.errors import ApiError
-from corteza.wire import ErrorType, error_body
+from corteza.server.edge.errors import ApiError, send_error
+from corteza.wire import ErrorType
 
 if TYPE_CHECKING:
     from corteza.server.settings import Settings
@@ -32,38 +30,6 @@ KB = 1024
 # Routes that carry batches or checkpoint chunks; every other route gets the small cap.
 BATCH_ROUTES = frozenset({"/train_layer2", "/v1/predict"})
 UPLOAD_PREFIX = "/v1/checkpoint/uploads/"
-POLICY_VIOLATION = 1008  # WebSocket close code
-
-
-async def send_error(
-    scope: Scope,
-    send: Send,
-    status: int,
-    message: str,
-    error_type: ErrorType,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    """Answer with the wire's error body and close the connection.
-
-    A WebSocket handshake is refused with close code 1008 and the message as
-    reason (servers answer it with HTTP 403). The ASGI denial-response extension
-    would carry the body, but uvicorn's default WebSocket protocol logs an error
-    for every such refusal; the Python client learns the reason from the REST
-    fallback it then takes.
-    """
-    if scope["type"] == "websocket":
-        reason = message.encode()[:123].decode(errors="ignore")  # a close frame's limit
-        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": reason})
-        return
-    body = json.dumps(error_body(message, error_type)).encode()
-    head = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
 
 
 def body_cap(path: str, settings: Settings) -> tuple[int, str]:

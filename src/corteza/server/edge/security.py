@@ -1,9 +1,7 @@
 """Who may talk to the server: the bearer token, the Host allow-list, the Origin check.
 
-Token policy (:func:`resolve_token`): a server bound to loopback runs without a
-token unless one is given, so the seed's token-free TypeScript client keeps
-working on one machine; a server reachable beyond loopback (another bind
-address, or a tunnel) always has one, generated when none is given.
+Who needs a token is decided at start-up by the policy in
+:mod:`corteza.server.edge.policy`; this module enforces it on each request.
 
 With a token, every request needs ``Authorization: Bearer <token>`` except
 ``GET /health`` and the dashboard's shell (``GET /`` and ``GET /static/...``),
@@ -25,28 +23,26 @@ each request, so a tunnel can add its host name to ``allowed_hosts`` once open.
 from __future__ import annotations
 
 import hmac
-import ipaddress
-import re
-import secrets
-import socket
-import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corteza.server.edge.limits import BodyLimitMiddleware, send_error
+from corteza.server.edge.errors import send_error
+from corteza.server.edge.limits import BodyLimitMiddleware
+from corteza.server.edge.policy import (
+    LOOPBACK_NAMES,
+    host_name,
+    ip_address,
+    is_loopback,
+    is_wildcard,
+)
 from corteza.wire import PROTOCOL_HEADER, ErrorType
 
 if TYPE_CHECKING:
     from corteza.server.settings import Settings
-
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
-MIN_PUBLIC_TOKEN = 16  # characters of a chosen token on a server reachable beyond loopback
-TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # what an HTTP header carries unchanged
 
 MISSING_TOKEN = (
     "Missing token: this server needs the header Authorization: Bearer <token> "
@@ -55,137 +51,10 @@ MISSING_TOKEN = (
 MALFORMED_HEADER = "Malformed Authorization header: expected Authorization: Bearer <token>"
 EMPTY_TOKEN = "Empty token in the Authorization header: expected Authorization: Bearer <token>"
 WRONG_TOKEN = "Wrong token: the Authorization header does not hold this server's token"
-TUNNEL_NEEDS_TOKEN = "a tunnel needs a token; drop --no-auth (a token is generated) or pass --token"
-UNSENDABLE_TOKEN = "the token must be printable ASCII without spaces"
 TOKEN_IN_URL = (
     "Token in the URL refused (URLs end up in logs and browser history): "
     "send the header Authorization: Bearer <token> instead"
 )
-
-
-class SecurityConfigError(ValueError):
-    """A start-up choice that would leave the server open; the message says what to do."""
-
-
-def host_name(value: str) -> str:
-    """A Host header or bind address without port and brackets: ``[::1]:8000`` -> ``::1``."""
-    name = value.strip().lower()
-    if name.startswith("["):
-        end = name.find("]")
-        return name[1:end] if end > 0 else name
-    if name.count(":") == 1:  # name:port; a bare IPv6 address has several colons
-        name = name.split(":", 1)[0]
-    return name.removesuffix(".")
-
-
-def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(name)
-    except ValueError:
-        return None
-
-
-def is_loopback(host: str) -> bool:
-    """``127.0.0.0/8``, ``::1`` and ``localhost``, with or without a port."""
-    name = host_name(host)
-    address = _ip(name)
-    return name == "localhost" or (address is not None and address.is_loopback)
-
-
-def is_wildcard(host: str) -> bool:
-    """A bind on every interface: ``0.0.0.0`` or ``::``."""
-    return host_name(host) in WILDCARD_HOSTS
-
-
-def exposure_problem(host: str, *, public: bool, token: str | None) -> str | None:
-    """Why these settings would leave the server open, or None when they do not."""
-    if token is not None and not token.strip():
-        return "the token must not be empty"
-    if token is not None and not TOKEN_CHARS.fullmatch(token):
-        return UNSENDABLE_TOKEN
-    if token is None and public:
-        return TUNNEL_NEEDS_TOKEN
-    if token is None and not is_loopback(host):
-        return (
-            f"a server bound to {host} is reachable from other machines and needs a token; "
-            "pass --token or let one be generated"
-        )
-    return None
-
-
-def resolve_token(host: str, *, tunnel: bool, token: str | None, no_auth: bool) -> str | None:
-    """The token the server will require, or None for no auth (loopback only).
-
-    Raises :class:`SecurityConfigError` for ``no_auth`` beyond loopback, a
-    contradiction, or a short token on an exposed server.
-
-    >>> resolve_token("127.0.0.1", tunnel=False, token=None, no_auth=False) is None
-    True
-    """
-    exposed = tunnel or not is_loopback(host)
-    if token is not None and no_auth:
-        raise SecurityConfigError("--token and --no-auth contradict each other; pass one")
-    if no_auth and tunnel:
-        raise SecurityConfigError(TUNNEL_NEEDS_TOKEN)
-    if no_auth and exposed:
-        raise SecurityConfigError(
-            f"--no-auth is allowed only on a loopback address; {host} is reachable from other "
-            "machines: drop --no-auth (a token is generated) or bind 127.0.0.1"
-        )
-    if token is not None and not token.strip():
-        raise SecurityConfigError("the token must not be empty; omit --token to get one")
-    if token is not None and not TOKEN_CHARS.fullmatch(token):
-        raise SecurityConfigError(UNSENDABLE_TOKEN)
-    if token is not None and exposed and len(token) < MIN_PUBLIC_TOKEN:
-        raise SecurityConfigError(
-            f"a token on a server reachable from other machines needs at least "
-            f"{MIN_PUBLIC_TOKEN} characters; omit --token and one is generated"
-        )
-    if token is None and exposed:
-        return secrets.token_urlsafe(32)
-    return token
-
-
-def server_url(host: str, port: int) -> str:
-    """The URL to print for a server bound to ``host``: its LAN address for a wildcard bind."""
-    if is_wildcard(host):
-        host = _lan_address()
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _lan_address() -> str:
-    """This machine's address on its default route (no packet is sent), else loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 1))
-            address: str = probe.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
-    return address
-
-
-def dashboard_url(url: str, token: str | None) -> str:
-    """The dashboard's link; the token rides in the fragment, which browsers never send."""
-    return f"{url}/#token={token}" if token else f"{url}/"
-
-
-def banner_lines(url: str, token: str | None) -> list[str]:
-    """What a user needs at start: the URL, with auth on the token and what to paste, and
-    the dashboard's link."""
-    lines = [f"corteza server: {url} (docs at {url}/docs)"]
-    if token is None:
-        lines.append("auth: off (no token; this server answers on this machine only)")
-    else:
-        lines.append(f"token: {token}")
-        lines.append(f"on your machine: corteza connect {url} --token {token}")
-    lines.append(f"dashboard: {dashboard_url(url, token)}")
-    return lines
-
-
-def print_banner(url: str, token: str | None, file: TextIO | None = None) -> None:
-    """Print :func:`banner_lines`, one a line (to stdout by default)."""
-    for line in banner_lines(url, token):
-        print(line, file=file or sys.stdout, flush=True)
 
 
 # ------------------------------------------------------------------ middlewares
@@ -200,7 +69,7 @@ def host_allowed(name: str, settings: Settings) -> bool:
     if name in LOOPBACK_NAMES or is_loopback(name):
         return True
     if is_wildcard(settings.host):
-        if _ip(name) is not None:
+        if ip_address(name) is not None:
             return True
     elif name == host_name(settings.host):
         return True

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from corteza.model import PRESETS
-from corteza.server.edge.security import dashboard_url, resolve_token
+from corteza.server.edge.policy import connect_command, dashboard_url, resolve_token
 from corteza.server.launch.tunnel import TunnelledServer, make_tunnel
 from corteza.server.settings import Settings
 
@@ -62,8 +62,7 @@ class BackgroundServer:
     @property
     def connect_command(self) -> str:
         """What to paste into a terminal on the PC."""
-        token = f" --token {self.token}" if self.token else ""
-        return f"corteza connect {self.url}{token}"
+        return connect_command(self.url, self.token)
 
     @property
     def running(self) -> bool:
