@@ -19,6 +19,8 @@ from corteza.wire import BatchError, ErrorType, error_body
 logger = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008  # WebSocket close code
+# A body that cannot be read at all is a 400, like invalid JSON; bad content is a 422.
+UNREADABLE = frozenset({ErrorType.MALFORMED_BODY, ErrorType.UNSUPPORTED_PROTOCOL})
 
 
 class ApiError(Exception):
@@ -33,8 +35,11 @@ class ApiError(Exception):
 
     @classmethod
     def from_batch_error(cls, exc: BatchError) -> ApiError:
+        """400 for a body that cannot be read at all (:data:`UNREADABLE`), else 422 with
+        the offending ``sample`` when the error names one."""
+        status = 400 if exc.error_type in UNREADABLE else 422
         extra = {} if exc.sample is None else {"sample": exc.sample}
-        return cls(422, exc.message, exc.error_type, **extra)
+        return cls(status, exc.message, exc.error_type, **extra)
 
     @classmethod
     def from_validation_error(cls, exc: ValidationError | RequestValidationError) -> ApiError:

@@ -37,8 +37,6 @@ from corteza.wire import (
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 ANSWERS = (JSON_CONTENT_TYPE, PREDICTIONS_CONTENT_TYPE)  # the first is the default
-# A body that cannot be read at all is a 400, like invalid JSON; bad content is a 422.
-_UNREADABLE = frozenset({ErrorType.MALFORMED_BODY, ErrorType.UNSUPPORTED_PROTOCOL})
 
 BINARY_INPUTS_DESCRIPTION = (
     f"A safetensors file ({BATCH_CONTENT_TYPE}): tensor `inputs` F32, F16 or BF16 `[B, D]` "
@@ -70,8 +68,6 @@ def parse_binary_inputs(body: bytes, input_dim: int) -> NDArray[np.float32]:
     try:
         return decode_inputs(body, input_dim=input_dim)
     except BatchError as exc:
-        if exc.error_type in _UNREADABLE:
-            raise ApiError(400, exc.message, exc.error_type) from exc
         raise ApiError.from_batch_error(exc) from exc
 
 

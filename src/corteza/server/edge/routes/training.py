@@ -39,8 +39,6 @@ Incoming = tuple[Batch, str | None, int | None]  # the batch, its run_id and seq
 
 
 JSON_CONTENT_TYPE = "application/json"
-# A body that cannot be read at all is a 400, like invalid JSON; bad content is a 422.
-_UNREADABLE = frozenset({ErrorType.MALFORMED_BODY, ErrorType.UNSUPPORTED_PROTOCOL})
 
 BINARY_BATCH_DESCRIPTION = (
     f"A safetensors file ({BATCH_CONTENT_TYPE}): tensors `inputs` F32, F16 or BF16 "
@@ -111,8 +109,6 @@ def parse_binary_request(body: bytes, config: ModelConfig) -> Incoming:
             coherence_dim=config.coherence_dim,
         )
     except BatchError as exc:
-        if exc.error_type in _UNREADABLE:
-            raise ApiError(400, exc.message, exc.error_type) from exc
         raise ApiError.from_batch_error(exc) from exc
     return decoded.batch, decoded.run_id, decoded.seq
 
