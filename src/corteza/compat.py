@@ -28,7 +28,7 @@ Differences from the seed's client:
 - **Errors raise.** The seed's ``conectar()`` caught every error, printed it
   and returned ``false``. Here ``conectar()`` returns ``True`` or raises the
   typed corteza error (:class:`~corteza.client.ConnectError` when the server
-  cannot be reached, :class:`~corteza.client.TimeoutError`, ...), and so does
+  cannot be reached, :class:`~corteza.client.TimeoutException`, ...), and so does
   every other method. Every error is a :class:`~corteza.client.CortezaError`.
 - **Logging, not printing.** The seed printed ``✅ Conexión exitosa``; this
   class logs it at INFO on the ``corteza.compat`` logger and prints nothing.
@@ -52,7 +52,7 @@ from corteza.client.client import Client
 from corteza.client.config import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from corteza.client.data.datasets import Dataset
 from corteza.client.errors import InvalidDataError
-from corteza.client.payloads import invalid_data, preflight_batch
+from corteza.client.payloads import preflight_batch, refusal
 from corteza.wire import (
     BatchError,
     DiagnosticResponse,
@@ -259,7 +259,7 @@ class ClienteColab:
         try:
             inputs = inputs_from_rows(rows, input_dim=self.client.input_dim())
         except BatchError as exc:
-            raise invalid_data(exc) from exc
+            raise refusal(exc) from exc
         return inputs, np.asarray(labels, dtype=np.float64)
 
 

@@ -34,7 +34,7 @@ from corteza.client.data.plots import (
     save_loss_plot,
 )
 from corteza.client.data.synthetic import RECIPES, make_dataset
-from corteza.client.training.fit import BatchReport
+from corteza.client.training.progress import BatchReport
 from corteza.wire import dimension_mismatch
 from corteza.wire.model_config import PRESETS
 

@@ -1,6 +1,6 @@
 """The training run behind ``corteza train`` and ``corteza demo``.
 
-Progress bar while it trains, then the seed example's closing summary plus
+Progress while it trains (:mod:`corteza.cli.progress`), then the seed example's closing summary plus
 the held-out ROC-AUC.
 """
 
@@ -13,22 +13,15 @@ from importlib.util import find_spec
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from corteza.cli.common import console
+from corteza.cli.progress import training_progress
 from corteza.client import Client, InvalidDataError, LocalServer
 from corteza.client.data.datasets import Dataset
 from corteza.client.data.metrics import roc_auc
-from corteza.client.training.fit import BatchReport, FitSummary, fit
+from corteza.client.training.fit import fit
+from corteza.client.training.progress import BatchReport, FitSummary
 
 
 @dataclass(frozen=True)
@@ -121,36 +114,16 @@ def _train_with_progress(
     quiet: bool,
     listener: Callable[[BatchReport], None] | None = None,
 ) -> FitSummary:
-    with Progress(
-        TextColumn("[bold]training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("p(anomaly) {task.fields[prob]:.3f}"),
-        TextColumn("{task.fields[rate]:.1f} samples/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet,
-    ) as progress:
-        task = progress.add_task("train", total=None, loss=float("nan"), prob=0.0, rate=0.0)
+    with training_progress(console, quiet=quiet) as progress:
 
         def on_batch(report: BatchReport) -> None:
-            fields = progress.tasks[0].fields  # a replayed batch may come without its loss
-            progress.update(
-                task,
-                completed=report.index,
-                total=report.total,
-                loss=fields["loss"] if report.loss is None else report.loss,
-                prob=fields["prob"] if report.anomaly_prob is None else report.anomaly_prob,
-                rate=report.samples / report.elapsed if report.elapsed else 0.0,
-            )
+            progress.update(report)
             if listener is not None:
                 listener(report)
 
         def on_event(kind: str, message: str) -> None:
             if kind in ("waiting", "warning", "fallback", "resumed"):  # even with --json
-                progress.console.print(f"[yellow]{escape(message)}[/]", highlight=False)
+                progress.note(message)
 
         return fit(
             client,

@@ -1,5 +1,7 @@
 """The local side: a torch-free client, the embedded local server, synthetic data."""
 
+import warnings
+
 from corteza.client.async_client import AsyncClient
 from corteza.client.backoff import Backoff
 from corteza.client.client import Client, Predictions
@@ -27,7 +29,7 @@ from corteza.client.errors import (
     ProtocolError,
     RequestTimeoutError,
     ServerError,
-    TimeoutError,
+    TimeoutException,
     TrainingDivergedError,
     TransportError,
     UnauthorizedError,
@@ -65,7 +67,7 @@ __all__ = [
     "SavedServer",
     "ServerError",
     "StreamingTrainer",
-    "TimeoutError",
+    "TimeoutException",
     "TrainingDivergedError",
     "TransportError",
     "UnauthorizedError",
@@ -82,3 +84,16 @@ __all__ = [
     "save_server",
     "split",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``TimeoutError``: the deprecated name of :class:`TimeoutException` (PEP 562)."""
+    if name == "TimeoutError":
+        warnings.warn(
+            "corteza.client.TimeoutError is deprecated (it shadows the builtin): "
+            "use TimeoutException",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return TimeoutException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

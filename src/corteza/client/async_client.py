@@ -1,28 +1,30 @@
-"""``AsyncClient``: the asynchronous twin of :class:`~corteza.client.Client`."""
+"""``AsyncClient``: the asynchronous twin of :class:`~corteza.client.Client`.
+
+Checkpoint and ONNX transfers (``pull``, ``push``, ``export_onnx``) run the
+client's own code in a worker thread, over a connection of their own with the
+same URL, headers and timeout: writing and fsyncing files blocks, and the event
+loop must not.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 from numpy.typing import ArrayLike
 
-from corteza.client.client import (
-    RETRY_STATUSES,
-    M,
-    Predictions,
-    WireFormat,
-    _backoff,
-    _Call,
-    _ClientBase,
-    _parse,
-)
+from corteza.client.calls import Call, M, feedback_call, parse_answer
+from corteza.client.client import Predictions, WireFormat, _ClientBase
 from corteza.client.config import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from corteza.client.events import Event, aiter_events
+from corteza.client.inference import EXPORT_PATH, Progress, export_to
 from corteza.client.payloads import preflight_batch, preflight_inputs
+from corteza.client.transfer import PULL_PATH, PUSH_PATH, pull_checkpoint, push_checkpoint
 from corteza.wire import (
     DiagnosticResponse,
     FeedbackResponse,
@@ -35,6 +37,8 @@ from corteza.wire import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class AsyncClient(_ClientBase):
@@ -81,26 +85,37 @@ class AsyncClient(_ClientBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _run(self, call: _Call[M]) -> M:
-        return _parse(call, await self._send(call), self.url)
+    async def _run(self, call: Call[M]) -> M:
+        return parse_answer(call, await self._send(call), self.url)
 
-    async def _send(self, call: _Call[M]) -> httpx.Response:
-        attempts = 1 + (self.retries if call.idempotent else 0)
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+    async def _send(self, call: Call[M]) -> httpx.Response:
+        attempt = 0
+        while True:
+            outcome: httpx.Response | httpx.HTTPError
             try:
-                response = await self._http.request(
+                outcome = await self._http.request(
                     call.method, call.path, content=call.content, headers=call.headers
                 )
             except httpx.HTTPError as exc:
-                if last:
-                    raise self._translate(exc, call.path) from exc
-            else:
-                if response.status_code not in RETRY_STATUSES or last:
-                    return response
-            logger.info("retrying %s %s", call.method, call.path)
-            await asyncio.sleep(_backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+                outcome = exc
+            delay = self._retry_delay(call, attempt, outcome)
+            if delay is None:
+                return self._settle(call, outcome)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _transfer_aside(
+        self, move: Callable[[httpx.Client, Path], T], path: Path, route: str
+    ) -> T:
+        """``move`` in a worker thread, over a sync connection configured like this client."""
+
+        def run() -> T:
+            with httpx.Client(
+                base_url=self.url, headers=self._headers, timeout=self._http.timeout
+            ) as http:
+                return self._transfer(http, move, path, route)
+
+        return await asyncio.to_thread(run)
 
     async def input_dim(self) -> int:
         if self._input_dim is None:
@@ -108,16 +123,16 @@ class AsyncClient(_ClientBase):
         return self._input_dim
 
     async def health(self) -> HealthResponse:
-        return await self._run(_Call(HealthResponse, "GET", "/health", idempotent=True))
+        return await self._run(Call(HealthResponse, "GET", "/health", idempotent=True))
 
     async def info(self) -> InfoResponse:
-        return await self._run(_Call(InfoResponse, "GET", "/info", idempotent=True))
+        return await self._run(Call(InfoResponse, "GET", "/info", idempotent=True))
 
     async def status(self) -> StatusResponse:
-        return await self._run(_Call(StatusResponse, "GET", "/status", idempotent=True))
+        return await self._run(Call(StatusResponse, "GET", "/status", idempotent=True))
 
     async def metrics(self) -> MetricsResponse:
-        return await self._run(_Call(MetricsResponse, "GET", "/metricas", idempotent=True))
+        return await self._run(Call(MetricsResponse, "GET", "/metricas", idempotent=True))
 
     def events(
         self,
@@ -130,7 +145,7 @@ class AsyncClient(_ClientBase):
         return aiter_events(self._http, self.url, last_event_id, types=types, reconnect=reconnect)
 
     async def diagnose(self) -> DiagnosticResponse:
-        return await self._run(_Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
+        return await self._run(Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
 
     async def train_batch(
         self,
@@ -162,4 +177,21 @@ class AsyncClient(_ClientBase):
         batch_id: str | None = None,
         reward: float | None = None,
     ) -> FeedbackResponse:
-        return await self._run(self._feedback_call(adjustments, validated, batch_id, reward))
+        return await self._run(feedback_call(adjustments, validated, batch_id, reward))
+
+    async def pull(self, dest: str | Path = ".") -> Path:
+        """Download the latest checkpoint into ``dest``; returns its folder."""
+        return await self._transfer_aside(pull_checkpoint, Path(dest), PULL_PATH)
+
+    async def export_onnx(
+        self, dest: str | Path = ".", *, progress: Progress | None = None
+    ) -> Path:
+        """Download the current weights as ONNX into ``dest`` (a folder or a ``.onnx`` file).
+
+        ``progress`` is called from the worker thread that writes the file.
+        """
+        return await self._transfer_aside(export_to(progress), Path(dest), EXPORT_PATH)
+
+    async def push(self, path: str | Path) -> dict[str, Any]:
+        """Upload a checkpoint folder; the server verifies it and continues from it."""
+        return await self._transfer_aside(push_checkpoint, Path(path), PUSH_PATH)

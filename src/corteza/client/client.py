@@ -1,27 +1,28 @@
 """``Client``: the Python client of a corteza server, on httpx.
 
 It and :class:`~corteza.client.async_client.AsyncClient` share one
-description of each call (:class:`_Call`) and one way of turning an answer
-into a result or an exception (:class:`_ClientBase`); they differ only in
-how they send.
+description of each call (:class:`~corteza.client.calls.Call`), one way of
+turning an answer into a result or an exception
+(:func:`~corteza.client.calls.parse_answer`) and one retry policy
+(:class:`_ClientBase`); they differ only in how they send.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ValidationError
 
 from corteza._version import __version__
+from corteza.client.backoff import Backoff
+from corteza.client.calls import RETRY_STATUSES, Call, M, feedback_call, parse_answer
 from corteza.client.config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_RETRIES,
@@ -29,23 +30,23 @@ from corteza.client.config import (
     resolve_token,
     resolve_url,
 )
-from corteza.client.errors import ConnectError, ProtocolError, TimeoutError, parse_error
+from corteza.client.errors import ConnectError, TimeoutException
 from corteza.client.events import Event, iter_events
 from corteza.client.inference import (
     EXPORT_PATH,
     PREDICT_PATH,
     Progress,
     binary_predictions,
-    download_onnx,
+    export_to,
     predict_body,
 )
 from corteza.client.payloads import (
     encode_json_batch,
-    invalid_data,
     preflight_batch,
     preflight_inputs,
+    refusal,
 )
-from corteza.client.transfer import pull_checkpoint, push_checkpoint
+from corteza.client.transfer import PULL_PATH, PUSH_PATH, pull_checkpoint, push_checkpoint
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
     BatchError,
@@ -63,10 +64,9 @@ from corteza.wire import (
 
 logger = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
-RETRY_STATUSES = frozenset({502, 503, 504})
-BACKOFF_BASE = 0.25  # seconds; doubled on each retry
+BACKOFF_BASE = 0.25  # seconds before the first retry; doubled on each one
 BACKOFF_MAX = 8.0
 WireFormat = Literal["binary", "json"]
 Targets = tuple["ArrayLike | None", "ArrayLike | None"]  # dendrite, coherence
@@ -79,45 +79,6 @@ class Predictions:
     anomaly_prob: NDArray[np.float32]  # (B,)
     dendrites: NDArray[np.float32]  # (B, 16)
     coherence: NDArray[np.float32]  # (B, 64)
-
-
-@dataclass
-class _Call(Generic[M]):
-    """One request and the model its answer parses into."""
-
-    model: type[M]
-    method: str
-    path: str
-    idempotent: bool
-    content: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _parse(call: _Call[M], response: httpx.Response, url: str) -> M:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.is_error:
-        if not (isinstance(body, dict) and "error_type" in body) and response.status_code < 500:
-            raise ProtocolError(
-                f"{url}{call.path} answered HTTP {response.status_code} without corteza's "
-                "error body; is this a corteza server?"
-            )
-        raise parse_error(response.status_code, body)
-    if body is None:
-        raise ProtocolError(
-            f"{url}{call.path} answered {response.status_code} with a body that is not JSON;"
-            " is this a corteza server?"
-        )
-    try:
-        return call.model.model_validate(body)
-    except ValidationError as exc:
-        raise ProtocolError(f"unexpected answer from {url}{call.path}: {exc}") from exc
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt))
 
 
 class _ClientBase:
@@ -152,8 +113,38 @@ class _ClientBase:
 
     def _translate(self, exc: httpx.HTTPError, path: str) -> Exception:
         if isinstance(exc, httpx.TimeoutException):
-            return TimeoutError(f"{self.url}{path} did not answer in time")
+            return TimeoutException(f"{self.url}{path} did not answer in time")
         return ConnectError(f"Cannot connect to {self.url}: {exc}")
+
+    def _retry_delay(
+        self, call: Call[M], attempt: int, outcome: httpx.Response | httpx.HTTPError
+    ) -> float | None:
+        """Seconds to wait before sending ``call`` again; None: ``outcome`` is its answer.
+
+        Idempotent calls are sent again after a connection error or a 502/503/504,
+        ``retries`` times at most; anything else is answered at once.
+        """
+        if attempt >= (self.retries if call.idempotent else 0):
+            return None
+        if isinstance(outcome, httpx.Response) and outcome.status_code not in RETRY_STATUSES:
+            return None
+        logger.info("retrying %s %s", call.method, call.path)
+        return Backoff(BACKOFF_BASE, BACKOFF_MAX).delay(attempt)
+
+    def _settle(self, call: Call[M], outcome: httpx.Response | httpx.HTTPError) -> httpx.Response:
+        """The final answer to ``call``, or its transport failure raised as ours."""
+        if isinstance(outcome, httpx.HTTPError):
+            raise self._translate(outcome, call.path) from outcome
+        return outcome
+
+    def _transfer(
+        self, http: httpx.Client, move: Callable[[httpx.Client, Path], T], path: Path, route: str
+    ) -> T:
+        """A checkpoint or export transfer (``move``), its transport failures raised as ours."""
+        try:
+            return move(http, path)
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, route) from exc
 
     def _train_call(
         self,
@@ -161,7 +152,7 @@ class _ClientBase:
         labels: NDArray[np.float32],
         epochs: int,
         targets: Targets | None = None,
-    ) -> _Call[TrainResponse]:
+    ) -> Call[TrainResponse]:
         dendrite, coherence = targets or (None, None)
         if self.wire_format == "json":
             body = encode_json_batch(
@@ -183,9 +174,9 @@ class _ClientBase:
                     coherence_target=coherence,
                 )
             except BatchError as exc:
-                raise invalid_data(exc) from exc
+                raise refusal(exc) from exc
             content_type = BATCH_CONTENT_TYPE
-        return _Call(
+        return Call(
             TrainResponse,
             "POST",
             "/train_layer2",
@@ -194,43 +185,18 @@ class _ClientBase:
             headers={"Content-Type": content_type},
         )
 
-    def _predict_call(self, inputs: NDArray[np.float32]) -> _Call[PredictResponse]:
+    def _predict_call(self, inputs: NDArray[np.float32]) -> Call[PredictResponse]:
         binary = self.wire_format == "binary"
         body, headers = predict_body(inputs, binary=binary, dtype=self.wire_dtype)
-        return _Call(
+        return Call(
             PredictResponse, "POST", PREDICT_PATH, idempotent=True, content=body, headers=headers
         )
 
-    @staticmethod
-    def _feedback_call(
-        adjustments: Sequence[float],
-        validated: bool,
-        batch_id: str | None = None,
-        reward: float | None = None,
-    ) -> _Call[FeedbackResponse]:
-        payload: dict[str, object] = {
-            "ajustes_aplicados": [float(v) for v in adjustments],
-            "validacion": bool(validated),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if batch_id is not None:
-            payload["batch_id"] = batch_id
-        if reward is not None:
-            payload["reward"] = float(reward)
-        return _Call(
-            FeedbackResponse,
-            "POST",
-            "/feedback_dendritas",
-            idempotent=False,
-            content=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-
-    def _predictions(self, call: _Call[PredictResponse], response: httpx.Response) -> Predictions:
+    def _predictions(self, call: Call[PredictResponse], response: httpx.Response) -> Predictions:
         arrays = binary_predictions(response, self.url)
         if arrays is not None:
             return Predictions(*arrays)
-        answer = _parse(call, response, self.url)
+        answer = parse_answer(call, response, self.url)
         return Predictions(
             np.asarray(answer.anomaly_prob, dtype=np.float32),
             np.asarray(answer.dendrites, dtype=np.float32),
@@ -291,26 +257,46 @@ class Client(_ClientBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self, call: _Call[M]) -> M:
-        return _parse(call, self._send(call), self.url)
+    def _run(self, call: Call[M]) -> M:
+        return parse_answer(call, self._send(call), self.url)
 
-    def _send(self, call: _Call[M]) -> httpx.Response:
-        attempts = 1 + (self.retries if call.idempotent else 0)
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+    def _send(self, call: Call[M]) -> httpx.Response:
+        attempt = 0
+        while True:
+            outcome: httpx.Response | httpx.HTTPError
             try:
-                response = self._http.request(
+                outcome = self._http.request(
                     call.method, call.path, content=call.content, headers=call.headers
                 )
             except httpx.HTTPError as exc:
-                if last:
-                    raise self._translate(exc, call.path) from exc
-            else:
-                if response.status_code not in RETRY_STATUSES or last:
-                    return response
-            logger.info("retrying %s %s", call.method, call.path)
-            time.sleep(_backoff(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+                outcome = exc
+            delay = self._retry_delay(call, attempt, outcome)
+            if delay is None:
+                return self._settle(call, outcome)
+            time.sleep(delay)
+            attempt += 1
+
+    # ------------------------------------------------------------ for the streaming trainer
+    # Public within the package (corteza.client.training), not part of the client's API.
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token this client sends, if any."""
+        return self._headers.get("Authorization", "").removeprefix("Bearer ") or None
+
+    @property
+    def has_socket(self) -> bool:
+        """Whether requests go over real sockets (not an injected transport, such as an
+        ASGI app, that has no socket for a WebSocket)."""
+        return isinstance(self._http._transport, httpx.HTTPTransport)
+
+    def send_to(self, url: str, call: Call[Any], token: str | None) -> httpx.Response:
+        """Send ``call`` once to the server at ``url`` (maybe not :attr:`url`: a tunnel that
+        came back elsewhere) with ``token``; its answer unparsed, or ``httpx.HTTPError``."""
+        headers = {**call.headers, **({"Authorization": f"Bearer {token}"} if token else {})}
+        return self._http.request(
+            call.method, url + call.path, content=call.content, headers=headers
+        )
 
     def input_dim(self) -> int:
         """The model's input width, read once from ``/info``."""
@@ -319,16 +305,16 @@ class Client(_ClientBase):
         return self._input_dim
 
     def health(self) -> HealthResponse:
-        return self._run(_Call(HealthResponse, "GET", "/health", idempotent=True))
+        return self._run(Call(HealthResponse, "GET", "/health", idempotent=True))
 
     def info(self) -> InfoResponse:
-        return self._run(_Call(InfoResponse, "GET", "/info", idempotent=True))
+        return self._run(Call(InfoResponse, "GET", "/info", idempotent=True))
 
     def status(self) -> StatusResponse:
-        return self._run(_Call(StatusResponse, "GET", "/status", idempotent=True))
+        return self._run(Call(StatusResponse, "GET", "/status", idempotent=True))
 
     def metrics(self) -> MetricsResponse:
-        return self._run(_Call(MetricsResponse, "GET", "/metricas", idempotent=True))
+        return self._run(Call(MetricsResponse, "GET", "/metricas", idempotent=True))
 
     def events(
         self,
@@ -341,7 +327,7 @@ class Client(_ClientBase):
         return iter_events(self._http, self.url, last_event_id, types=types, reconnect=reconnect)
 
     def diagnose(self) -> DiagnosticResponse:
-        return self._run(_Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
+        return self._run(Call(DiagnosticResponse, "POST", "/diagnostico", idempotent=True))
 
     def train_batch(
         self,
@@ -387,28 +373,19 @@ class Client(_ClientBase):
         the inputs of ``batch_id`` (the latest batch when None), weighted by
         ``reward`` in [0, 1]; not validated, it is recorded only.
         """
-        return self._run(self._feedback_call(adjustments, validated, batch_id, reward))
+        return self._run(feedback_call(adjustments, validated, batch_id, reward))
 
     def pull(self, dest: str | Path = ".") -> Path:
         """Download the latest checkpoint into ``dest``; returns its folder."""
-        try:
-            return pull_checkpoint(self._http, Path(dest))
-        except httpx.HTTPError as exc:
-            raise self._translate(exc, "/v1/checkpoint") from exc
+        return self._transfer(self._http, pull_checkpoint, Path(dest), PULL_PATH)
 
     def export_onnx(self, dest: str | Path = ".", *, progress: Progress | None = None) -> Path:
         """Download the current weights as ONNX into ``dest`` (a folder or a ``.onnx`` file).
 
         Run it with :class:`~corteza.client.OnnxModel`, no server needed.
         """
-        try:
-            return download_onnx(self._http, Path(dest), progress)
-        except httpx.HTTPError as exc:
-            raise self._translate(exc, EXPORT_PATH) from exc
+        return self._transfer(self._http, export_to(progress), Path(dest), EXPORT_PATH)
 
     def push(self, path: str | Path) -> dict[str, Any]:
         """Upload a checkpoint folder; the server verifies it and continues from it."""
-        try:
-            return push_checkpoint(self._http, Path(path))
-        except httpx.HTTPError as exc:
-            raise self._translate(exc, "/v1/checkpoint/uploads") from exc
+        return self._transfer(self._http, push_checkpoint, Path(path), PUSH_PATH)

@@ -5,7 +5,7 @@
     CortezaError
     ├── TransportError              the server could not be reached or answered oddly
     │   ├── ConnectError            connection refused, DNS failure, TLS failure
-    │   ├── TimeoutError            no answer within the timeout
+    │   ├── TimeoutException        no answer within the timeout (httpx's name)
     │   └── ProtocolError           not our protocol (a proxy page, a wrong URL)
     ├── ServerError                 the server answered with an error (status, error_type)
     │   ├── InvalidRequestError     4xx: the request was refused, nothing changed
@@ -20,14 +20,20 @@
     │   ├── TrainingDivergedError   the loss became NaN/Inf; the step was not applied
     │   └── InternalServerError     5xx
     └── InvalidDataError            (also ValueError) local data refused before sending
+
+``TimeoutError``, this module's old name for :class:`TimeoutException`, shadowed
+the builtin; it still works, with a :class:`DeprecationWarning`, for one release.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import httpx
 
 
@@ -43,8 +49,8 @@ class ConnectError(TransportError):
     """The server could not be reached."""
 
 
-class TimeoutError(TransportError):
-    """The server did not answer in time."""
+class TimeoutException(TransportError):  # noqa: N818 - httpx's name, by design
+    """The server did not answer in time (not the builtin ``TimeoutError``)."""
 
 
 class ProtocolError(TransportError):
@@ -133,6 +139,24 @@ class InvalidDataError(CortezaError, ValueError):
         self.sample = sample
 
 
+def invalid_data(detail: str, *, sample: int | None = None) -> InvalidDataError:
+    """A file or sample that is not data (``Malformed data: ...``)."""
+    return InvalidDataError(f"Malformed data: {detail}", error_type="invalid_data", sample=sample)
+
+
+def empty_data(path: Path) -> InvalidDataError:
+    return InvalidDataError(f"Empty data: {path} has no samples", error_type="empty_data")
+
+
+def invalid_label(i: int, value: str) -> InvalidDataError:
+    """The server's words (corteza.wire.validation)."""
+    return InvalidDataError(
+        f"Invalid anomaly_label: sample {i} has {value}, expected 0 or 1",
+        error_type="invalid_label",
+        sample=i,
+    )
+
+
 _BY_TYPE: dict[str, type[ServerError]] = {
     "dimension_mismatch": DimensionMismatchError,
     "non_finite_input": InvalidBatchError,
@@ -173,3 +197,16 @@ def raise_for_error(response: httpx.Response) -> None:
         except ValueError:
             body = None
         raise parse_error(response.status_code, body)
+
+
+def __getattr__(name: str) -> Any:
+    """``TimeoutError``: the deprecated name of :class:`TimeoutException` (PEP 562)."""
+    if name == "TimeoutError":
+        warnings.warn(
+            "corteza.client.errors.TimeoutError is deprecated (it shadows the builtin): "
+            "use TimeoutException",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return TimeoutException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

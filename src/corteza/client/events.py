@@ -24,6 +24,7 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from corteza.client.backoff import Backoff
+from corteza.client.calls import GATEWAY_STATUSES
 from corteza.client.errors import ConnectError, ProtocolError, parse_error
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 EVENTS_PATH = "/v1/events"
 RECONNECT = Backoff(first=0.25, maximum=5.0)
 READ_TIMEOUT = 45.0  # the server pings every 15 s: three missed pings mean a dead stream
-# Gateways in front of a server that is down or restarting (Cloudflare's 52x included).
-REOPEN_STATUSES = frozenset({502, 503, 504, *range(520, 531)})
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def _request(last_event_id: int | None, types: Sequence[str] | None) -> dict[str
 
 def _refusal(response: httpx.Response, url: str) -> Exception | None:
     """None when ``response`` is a stream to read or a gateway to retry; else what to raise."""
-    if response.status_code in REOPEN_STATUSES:
+    if response.status_code in GATEWAY_STATUSES:
         return None
     if response.is_error:
         try:
@@ -110,7 +109,7 @@ def iter_events(
         try:
             with connect_sse(http, "GET", EVENTS_PATH, **_request(last_event_id, types)) as source:
                 response = source.response
-                if response.status_code not in REOPEN_STATUSES:
+                if response.status_code not in GATEWAY_STATUSES:
                     if response.is_error:
                         response.read()
                     refusal = _refusal(response, url)
@@ -148,7 +147,7 @@ async def aiter_events(
             request = _request(last_event_id, types)
             async with aconnect_sse(http, "GET", EVENTS_PATH, **request) as source:
                 response = source.response
-                if response.status_code not in REOPEN_STATUSES:
+                if response.status_code not in GATEWAY_STATUSES:
                     if response.is_error:
                         await response.aread()
                     refusal = _refusal(response, url)

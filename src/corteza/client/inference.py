@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from corteza.client.errors import ProtocolError, raise_for_error
 from corteza.client.files import fsync_dir
-from corteza.client.payloads import invalid_data
+from corteza.client.payloads import refusal
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
     PREDICTIONS_CONTENT_TYPE,
@@ -56,7 +56,7 @@ def predict_body(
     try:
         body = encode_inputs(inputs, dtype=dtype)
     except BatchError as exc:
-        raise invalid_data(exc) from exc
+        raise refusal(exc) from exc
     return body, {"Content-Type": BATCH_CONTENT_TYPE, "Accept": PREDICTIONS_CONTENT_TYPE}
 
 
@@ -107,6 +107,11 @@ def download_onnx(http: httpx.Client, dest: Path, progress: Progress | None = No
             raise
     fsync_dir(target.parent)
     return target
+
+
+def export_to(progress: Progress | None) -> Callable[[httpx.Client, Path], Path]:
+    """:func:`download_onnx` reporting to ``progress``, as a function of (http, dest)."""
+    return lambda http, dest: download_onnx(http, dest, progress)
 
 
 def _target(dest: Path, disposition: str) -> Path:

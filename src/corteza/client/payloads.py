@@ -27,7 +27,7 @@ def preflight_batch(
             epochs=epochs,
         )
     except (BatchError, ValueError) as exc:
-        raise invalid_data(exc) from exc
+        raise refusal(exc) from exc
     return batch.inputs, batch.labels
 
 
@@ -35,10 +35,11 @@ def preflight_inputs(inputs: ArrayLike, input_dim: int) -> NDArray[np.float32]:
     try:
         return validate_inputs(np.asarray(inputs, dtype=np.float64), input_dim=input_dim)
     except (BatchError, ValueError) as exc:
-        raise invalid_data(exc) from exc
+        raise refusal(exc) from exc
 
 
-def invalid_data(exc: Exception) -> InvalidDataError:
+def refusal(exc: Exception) -> InvalidDataError:
+    """The server's own check refused a batch: its words, error_type and sample."""
     if isinstance(exc, BatchError):
         return InvalidDataError(exc.message, error_type=exc.error_type.value, sample=exc.sample)
     return InvalidDataError(f"Malformed input_data: {exc}", error_type="invalid_request")

@@ -18,6 +18,8 @@ import httpx
 
 from corteza.client.errors import InvalidDataError, ProtocolError, raise_for_error
 
+PULL_PATH = "/v1/checkpoint"
+PUSH_PATH = "/v1/checkpoint/uploads"
 MANIFEST = "MANIFEST.json"
 CHUNK = 64 * 1024 * 1024
 
@@ -29,7 +31,7 @@ def _check(response: httpx.Response) -> Any:
 
 def pull_checkpoint(http: httpx.Client, dest: Path) -> Path:
     """Download the server's latest checkpoint into ``dest/<name>/``; returns that folder."""
-    listing = _check(http.get("/v1/checkpoint"))
+    listing = _check(http.get(PULL_PATH))
     folder = dest / str(listing["checkpoint"])
     partial = folder.with_name(folder.name + ".part")
     partial.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,7 @@ def push_checkpoint(http: httpx.Client, path: Path) -> dict[str, Any]:
             f"{path} is not a checkpoint folder (no {MANIFEST})", error_type="invalid_checkpoint"
         )
     names = [*json.loads(manifest_path.read_text()).get("files", {}), MANIFEST]
-    upload = _check(http.post("/v1/checkpoint/uploads"))["upload_id"]
+    upload = _check(http.post(PUSH_PATH))["upload_id"]
     for name in names:
         file = path / name
         if not file.is_file():

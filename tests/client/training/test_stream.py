@@ -31,7 +31,8 @@ from corteza.client.saved_server import follow_saved_server, save_server
 from corteza.client.training import channel as channel_module
 from corteza.client.training.batches import Batches
 from corteza.client.training.channel import websocket_url
-from corteza.client.training.fit import BatchReport, fit
+from corteza.client.training.fit import fit
+from corteza.client.training.progress import BatchReport
 from corteza.client.training.stream import StreamingTrainer
 from corteza.server import Settings
 from tests.conftest import TINY, LiveServer, start_server, stop_server
@@ -62,10 +63,11 @@ def servers() -> Iterator[list[LiveServer]]:
 
 
 def applied(live: LiveServer, run_id: str | None) -> list[int]:
+    """The seqs of the run in the server's weights: 0 .. next_seq - 1, each once."""
     assert run_id is not None
     run = live.state.runs.get(run_id)
     assert run is not None
-    return run.applied
+    return list(range(run.next_seq))
 
 
 class Events:

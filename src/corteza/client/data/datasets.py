@@ -43,16 +43,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from corteza.client.data.formats import (
-    CHUNK_BYTES,
-    READERS,
-    TARGETS,
-    WRITERS,
-    empty_data,
-    invalid_data,
-    invalid_label,
-)
-from corteza.client.errors import InvalidDataError
+from corteza.client.data.formats import CHUNK_BYTES, READERS, TARGETS, WRITERS, Arrays
+from corteza.client.errors import InvalidDataError, empty_data, invalid_data, invalid_label
 
 FORMATS = (".json", ".npz", ".npy", ".csv")
 
@@ -100,6 +92,11 @@ class Dataset:
         return Dataset(
             self.X[idx], self.y[idx], None if d is None else d[idx], None if c is None else c[idx]
         )
+
+    def arrays(self) -> Arrays:
+        """``X``, ``y`` and the targets present: what a reader returns and a writer takes."""
+        found = {name: getattr(self, name) for name in TARGETS}
+        return {"X": self.X, "y": self.y, **{k: v for k, v in found.items() if v is not None}}
 
     def batches(self, batch_size: int, *, seed: int, epoch: int) -> Iterator[Dataset]:
         """Like :func:`iter_batches`, with the targets: one :class:`Dataset` per batch."""
@@ -243,7 +240,7 @@ def save_dataset(dataset: Dataset, path: _PathLike) -> Path:
         raise InvalidDataError(f"No such directory: {path.parent}", error_type="file_not_found")
     partial = path.with_name(f".{path.name}.partial")
     try:
-        writer(dataset, partial)
+        writer(dataset.arrays(), partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

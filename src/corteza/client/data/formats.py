@@ -8,8 +8,10 @@ build them: the file's structure, shapes, and that it holds numbers. Nothing
 is ever unpickled, and uncompressed ``.npz`` members and ``.npy`` files are
 memory-mapped rather than read.
 
-This module does not import ``datasets`` at run time (that module imports
-this one); the words of the errors that both raise live here.
+A writer takes the same arrays a reader returns, so this module knows nothing
+of :class:`~corteza.client.data.datasets.Dataset` (that module imports this
+one, never the reverse); the words of the errors both raise live in
+:mod:`corteza.client.errors`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,12 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
-from corteza.client.errors import InvalidDataError
-
-if TYPE_CHECKING:
-    from corteza.client.data.datasets import Dataset
+from corteza.client.errors import InvalidDataError, empty_data, invalid_data, invalid_label
 
 TARGETS = {"dendrite_target": 16, "coherence_target": 64}  # optional per-sample targets
 CHUNK_BYTES = 64 << 20  # rows of a mapped file are checked or written this many bytes at a time
@@ -259,45 +258,44 @@ def _as_float32(array: NDArray[Any], name: str) -> NDArray[np.float32]:
 # ------------------------------------------------------------------ writing
 
 
-def _write_npz(dataset: Dataset, path: Path) -> None:
-    arrays: dict[str, Any] = {"X": dataset.X, "y": dataset.y}
-    arrays.update(
-        {name: getattr(dataset, name) for name in TARGETS if getattr(dataset, name) is not None}
-    )
+def _write_npz(arrays: Arrays, path: Path) -> None:
     with path.open("wb") as fh:
         np.savez(fh, allow_pickle=False, **arrays)  # uncompressed, so open_dataset maps it
 
 
-def _write_npy(dataset: Dataset, path: Path) -> None:
-    n, d = dataset.X.shape
+def _write_npy(arrays: Arrays, path: Path) -> None:
+    x, y = arrays["X"], arrays["y"]
+    n, d = x.shape
     table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d + 1))
-    table[:, :d] = dataset.X
-    table[:, d] = dataset.y
+    table[:, :d] = x
+    table[:, d] = y
     table.flush()
     del table
 
 
-def _write_csv(dataset: Dataset, path: Path) -> None:
-    d = dataset.input_dim
+def _write_csv(arrays: Arrays, path: Path) -> None:
+    x, y = arrays["X"], arrays["y"]
+    d = int(x.shape[-1])
     header = ",".join([*(f"x{j}" for j in range(d)), "anomaly_label"])
     with path.open("w", encoding="utf-8", newline="") as fh:
         fh.write(header + "\n")
-        for rows in _chunks(len(dataset), dataset.X[:1].nbytes):
-            table = np.column_stack([dataset.X[rows], dataset.y[rows]])
+        for rows in _chunks(len(x), x[:1].nbytes):
+            table = np.column_stack([x[rows], y[rows]])
             np.savetxt(fh, table, fmt=["%.9g"] * d + ["%d"], delimiter=",")  # exact float32
 
 
-def _write_json(dataset: Dataset, path: Path) -> None:
-    names = [name for name in TARGETS if getattr(dataset, name) is not None]
+def _write_json(arrays: Arrays, path: Path) -> None:
+    x, y = arrays["X"], arrays["y"]
+    names = [name for name in TARGETS if name in arrays]
     with path.open("w", encoding="utf-8") as fh:
         fh.write("[")
-        for rows in _chunks(len(dataset), dataset.X[:1].nbytes):
+        for rows in _chunks(len(x), x[:1].nbytes):
             for i in range(rows.start, rows.stop):
                 sample: dict[str, Any] = {
-                    "input_data": dataset.X[i].tolist(),
-                    "anomaly_label": int(dataset.y[i]),
+                    "input_data": x[i].tolist(),
+                    "anomaly_label": int(y[i]),
                 }
-                sample.update({name: getattr(dataset, name)[i].tolist() for name in names})
+                sample.update({name: arrays[name][i].tolist() for name in names})
                 fh.write(("\n" if i == 0 else ",\n") + json.dumps(sample))
         fh.write("\n]\n")
 
@@ -313,7 +311,7 @@ READERS: dict[str, Callable[[Path], Arrays]] = {
     ".npy": _read_npy,
     ".csv": _read_csv,
 }
-WRITERS: dict[str, Callable[[Dataset, Path], None]] = {
+WRITERS: dict[str, Callable[[Arrays, Path], None]] = {
     ".json": _write_json,
     ".npz": _write_npz,
     ".npy": _write_npy,
@@ -322,23 +320,6 @@ WRITERS: dict[str, Callable[[Dataset, Path], None]] = {
 
 
 # ------------------------------------------------------------------ words
-
-
-def invalid_data(detail: str, *, sample: int | None = None) -> InvalidDataError:
-    return InvalidDataError(f"Malformed data: {detail}", error_type="invalid_data", sample=sample)
-
-
-def empty_data(path: Path) -> InvalidDataError:
-    return InvalidDataError(f"Empty data: {path} has no samples", error_type="empty_data")
-
-
-def invalid_label(i: int, value: str) -> InvalidDataError:
-    """The server's words (corteza.wire.validation)."""
-    return InvalidDataError(
-        f"Invalid anomaly_label: sample {i} has {value}, expected 0 or 1",
-        error_type="invalid_label",
-        sample=i,
-    )
 
 
 def _is_number(field: str) -> bool:

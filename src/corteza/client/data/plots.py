@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from corteza.client.training.fit import BatchReport
+from corteza.client.training.progress import BatchReport
 
 EXTRAS = {"matplotlib": "plot", "tensorboardX": "tensorboard"}
 

@@ -25,7 +25,7 @@ from websockets.exceptions import (
 from websockets.sync.client import ClientConnection, connect
 
 from corteza._version import __version__
-from corteza.client.client import RETRY_STATUSES, Client
+from corteza.client.calls import GATEWAY_STATUSES
 from corteza.client.config import DEFAULT_CONNECT_TIMEOUT
 from corteza.client.errors import ConnectError, ProtocolError, parse_error
 from corteza.wire import PROTOCOL_VERSION
@@ -34,8 +34,6 @@ STREAM_PATH = "/v1/train/stream"
 WELCOME_TIMEOUT = 30.0  # seconds for the server to answer hello
 PING_INTERVAL = 20.0  # keepalive: a tunnel that dies silently is noticed within ~40 s
 CLOSE_TIMEOUT = 5.0
-# Gateways in front of a server that is down or restarting (Cloudflare's 52x included).
-GATEWAY_STATUSES = RETRY_STATUSES | frozenset(range(520, 531))
 CLOSE_REASONS = {1001: "the server is going away", 1012: "the server is restarting"}
 
 
@@ -101,6 +99,7 @@ def open_stream(url: str, token: str | None) -> ClientConnection:
         if isinstance(exc.__cause__, EOFError):  # closed mid-handshake: going down?
             raise UnreachableError(describe(exc.__cause__)) from exc
         raise NoWebSocketError(describe(exc.__cause__ or exc)) from exc
+    # The builtin TimeoutError (open_timeout), not corteza's TimeoutException.
     except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
         raise UnreachableError(describe(exc)) from exc
     except WebSocketException as exc:
@@ -113,7 +112,7 @@ def say_hello(ws: ClientConnection, run_id: str | None, window: int) -> Welcome:
     try:
         ws.send(json.dumps(hello))
         message = receive(ws, timeout=WELCOME_TIMEOUT)
-    except TimeoutError as exc:
+    except TimeoutError as exc:  # the builtin: recv(timeout=...) ran out
         raise UnreachableError(f"no answer to hello in {WELCOME_TIMEOUT:.0f} s") from exc
     except (ConnectionClosed, OSError) as exc:
         raise UnreachableError(describe(exc)) from exc
@@ -159,12 +158,6 @@ def raise_error(message: dict[str, Any]) -> NoReturn:
 def auth_headers(token: str | None) -> dict[str, str]:
     """The ``Authorization`` header for ``token``, if any."""
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def client_token(client: Client) -> str | None:
-    """The bearer token ``client`` sends, if any."""
-    header = client._headers.get("Authorization", "")
-    return header.removeprefix("Bearer ") or None
 
 
 def describe(exc: BaseException) -> str:

@@ -30,55 +30,41 @@ from typing import Any
 import httpx
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from corteza.client.backoff import Backoff
-from corteza.client.client import Client, M, _Call, _parse
-from corteza.client.errors import (
-    ConnectError,
-    NotFoundError,
-    OutOfOrderError,
-    ProtocolError,
-    TransportError,
-)
-from corteza.client.payloads import invalid_data, preflight_batch
+from corteza.client.backoff import Attempts, Backoff
+from corteza.client.calls import GATEWAY_STATUSES, Call, M, feedback_call, parse_answer
+from corteza.client.client import Client
+from corteza.client.errors import NotFoundError, OutOfOrderError, ProtocolError, TransportError
+from corteza.client.payloads import refusal
 from corteza.client.saved_server import Locator, follow_saved_server
 from corteza.client.training.batches import Batches
 from corteza.client.training.channel import (
-    GATEWAY_STATUSES,
     NoWebSocketError,
     ResyncError,
     UnreachableError,
     Welcome,
-    auth_headers,
-    client_token,
     describe,
     open_stream,
     raise_error,
     receive,
     say_hello,
 )
-from corteza.client.training.fit import (
+from corteza.client.training.ledger import Ledger
+from corteza.client.training.progress import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FEEDBACK_EVERY,
     DEFAULT_WINDOW,
     Ack,
     BatchReport,
+    Cadence,
     EventCallback,
     FitSummary,
     Transport,
-    window_mean,
 )
-from corteza.wire import (
-    BATCH_CONTENT_TYPE,
-    BatchError,
-    HealthResponse,
-    TrainResponse,
-    dimension_mismatch,
-    encode_batch,
-)
+from corteza.wire import BATCH_CONTENT_TYPE, HealthResponse, TrainResponse, dimension_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +74,7 @@ MAX_RESYNCS = 5  # out-of-order answers in a row, with no batch acknowledged bet
 class StreamingTrainer:
     """Trains (X, y) for ``epochs`` passes through a server, a ``window`` of batches in flight.
 
-    Progress goes to ``on_batch`` (a :class:`~corteza.client.training.fit.BatchReport` per
+    Progress goes to ``on_batch`` (a :class:`~corteza.client.training.progress.BatchReport` per
     batch, each seq once), news to ``on_event(kind, message)``: ``connected``,
     ``resumed``, ``waiting`` (the server is unreachable; retrying),
     ``fallback`` (no WebSocket there: one request per batch), ``warning``.
@@ -131,31 +117,23 @@ class StreamingTrainer:
         self.client = client
         self.window = window
         self.run_id = run_id
-        self.feedback_every = feedback_every
-        self.until_loss = until_loss
         self.on_batch = on_batch
         self.on_event = on_event
-        self.give_up_after = give_up_after
-        self.backoff = backoff
-        if not isinstance(client._http._transport, httpx.HTTPTransport):
+        if not client.has_socket:
             transport = "rest"  # an injected transport (an ASGI app): no socket for a WebSocket
         self.transport: Transport = transport
-        self.locate = locate or follow_saved_server(client.url, client_token(client))
-        self.summary = FitSummary(transport=transport)
+        self.locate = locate or follow_saved_server(client.url, client.token)
         self.max_in_flight = 0  # the most batches ever sent and not yet answered
         self._batches = Batches(X, y, batch_size, seed, epochs)
+        self._ledger = Ledger(self._batches, transport)
+        self.summary: FitSummary = self._ledger.summary
+        self._cadence = Cadence(feedback_every, until_loss)
         self._input_dim: int | None = None
-        self._counted = 0  # batches 0.._counted-1 are trained and in the summary
-        self._stopping = False  # until_loss reached: send nothing more
-        self._pending = 0  # batches in flight when the last connection dropped
-        self._next_feedback = feedback_every
-        self._reference_loss: float | None = None
-        self._failing_since: float | None = None
-        self._attempt = 0
+        self._attempts = Attempts(backoff, give_up_after)
         self._resyncs = 0
         self._connected_once = False
         self._answered = False  # a corteza server has answered during this run
-        self._url, self._token = client.url, client_token(client)  # the server now in use
+        self._url, self._token = client.url, client.token  # the server now in use
         self._started = 0.0
 
     @property
@@ -200,11 +178,10 @@ class StreamingTrainer:
     def _say_finished(self) -> None:
         """A run sent by REST has no stream to close: tell the server it is done, so it
         announces ``run_finished``. A server without the route (the seed's) is fine too."""
-        url, token = self._url, self._token
+        url = self._url
+        call = Call(BaseModel, "POST", f"/v1/runs/{self.run_id}/finish", idempotent=False)
         try:
-            response = self.client._http.post(
-                f"{url}/v1/runs/{self.run_id}/finish", headers=auth_headers(token)
-            )
+            response = self.client.send_to(url, call, self._token)
         except httpx.HTTPError as exc:
             logger.info("could not tell %s that run %s finished: %s", url, self.run_id, exc)
             return
@@ -214,20 +191,10 @@ class StreamingTrainer:
             )
 
     def _done(self) -> bool:
-        return self._counted >= self.total or (self._stopping and not self._pending)
+        return self._ledger.done()
 
     def _wait(self, url: str, reason: str) -> None:
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        delay = self.backoff.delay(self._attempt)
-        self._attempt += 1
-        waited = now - self._failing_since
-        if self.give_up_after is not None:
-            remaining = self.give_up_after - waited
-            if remaining <= 0:
-                raise ConnectError(f"Cannot reach {url} ({reason}); gave up after {waited:.1f} s")
-            delay = min(delay, remaining)
+        delay = self._attempts.failed(url, reason)
         self._event("waiting", f"server {url} unreachable ({reason}), retrying in {delay:.3g} s")
         time.sleep(delay)
 
@@ -258,7 +225,11 @@ class StreamingTrainer:
             following = start
             try:
                 while not self._done():
-                    while not self._stopping and following < self.total and len(in_flight) < window:
+                    while (
+                        not self._ledger.stopping
+                        and following < self.total
+                        and len(in_flight) < window
+                    ):
                         frame = self._frame(following)
                         ws.send(frame)
                         in_flight.append(following)
@@ -267,9 +238,9 @@ class StreamingTrainer:
                     if not in_flight:
                         return
                     self._handle(receive(ws), in_flight)
-                    self._pending = len(in_flight)
+                    self._ledger.pending = len(in_flight)
             except (ConnectionClosed, OSError) as exc:
-                self._pending = len(in_flight)
+                self._ledger.pending = len(in_flight)
                 raise UnreachableError(describe(exc)) from exc
 
     def _handshake(self, ws: ClientConnection) -> Welcome:
@@ -305,14 +276,14 @@ class StreamingTrainer:
 
     def _probe(self, url: str, token: str | None) -> None:
         """Is a corteza server there, without the stream (or is the tunnel gone)?"""
-        call = _Call(HealthResponse, "GET", "/health", idempotent=True)
+        call = Call(HealthResponse, "GET", "/health", idempotent=True)
         try:
-            response = self.client._http.get(url + call.path, headers=auth_headers(token))
+            response = self.client.send_to(url, call, token)
         except httpx.HTTPError as exc:
             raise UnreachableError(describe(exc)) from exc
         self._answer(call, response, url)
 
-    def _answer(self, call: _Call[M], response: httpx.Response, url: str) -> M:
+    def _answer(self, call: Call[M], response: httpx.Response, url: str) -> M:
         """The parsed answer; a page that is not corteza's means the tunnel is gone, mid-run.
 
         Before any corteza answer in this run it means a wrong URL, and is raised.
@@ -320,7 +291,7 @@ class StreamingTrainer:
         if response.status_code in GATEWAY_STATUSES:
             raise UnreachableError(f"HTTP {response.status_code}")
         try:
-            result = _parse(call, response, url)
+            result = parse_answer(call, response, url)
         except ProtocolError as exc:
             if not self._answered:
                 raise
@@ -331,15 +302,19 @@ class StreamingTrainer:
     def _rest(self, url: str, token: str | None) -> None:
         if self.run_id is None:
             self.run_id = uuid.uuid4().hex  # no hello to get one from the server
-        headers = {"Content-Type": BATCH_CONTENT_TYPE, **auth_headers(token)}
-        call = _Call(TrainResponse, "POST", "/train_layer2", idempotent=False)
-        seq = self._counted
+        headers = {"Content-Type": BATCH_CONTENT_TYPE}
+        seq = self._ledger.counted
         while not self._done():
-            body = self._frame(seq)
+            call = Call(
+                TrainResponse,
+                "POST",
+                "/train_layer2",
+                idempotent=False,
+                content=self._frame(seq),
+                headers=headers,
+            )
             try:
-                response = self.client._http.post(
-                    f"{url}/train_layer2", content=body, headers=headers
-                )
+                response = self.client.send_to(url, call, token)
             except httpx.HTTPError as exc:
                 raise UnreachableError(describe(exc)) from exc
             try:
@@ -358,82 +333,42 @@ class StreamingTrainer:
     # ------------------------------------------------------------ bookkeeping
 
     def _resume_at(self, next_seq: int, window: int) -> int:
-        """The seq to send first, given the server's ``next_seq``.
-
-        Batches the server applied while their answers were lost are sent again
-        when there are few (their stored answers come back, marked replayed) and
-        counted as trained without an answer when there are many (a run resumed
-        by a new process). A server that lost batches (no checkpoint held them)
-        gets them again.
-        """
-        self._pending = 0
-        next_seq = min(next_seq, self.total)
-        if next_seq > self._counted:
-            if self._stopping or next_seq - self._counted > window:
-                self._count_unanswered(next_seq)
-            return self._counted
-        if next_seq < self._counted:
+        """The seq to send first, given the server's ``next_seq`` (see :meth:`Ledger.resume_at`)."""
+        start = self._ledger.resume_at(next_seq, window)
+        counted = self._ledger.counted
+        if start < counted:
             self._event(
                 "warning",
-                f"the server holds run {self.run_id} up to batch {next_seq} only; "
-                f"training batches {next_seq}-{self._counted - 1} again",
+                f"the server holds run {self.run_id} up to batch {start} only; "
+                f"training batches {start}-{counted - 1} again",
             )
-        return next_seq
-
-    def _count_unanswered(self, upto: int) -> None:
-        for seq in range(self._counted, upto):
-            self.summary.samples += self._batches.size(seq)
-            self.summary.batches += 1
-        self._counted = max(self._counted, upto)
+        return start
 
     def _accept(self, seq: int, ack: Ack, response: TrainResponse | None) -> None:
         """Count a trained batch once, send feedback, report, test until_loss."""
-        if seq < self._counted:
-            return  # trained again after the server lost it: counted the first time
-        self._count_unanswered(seq)
-        summary = self.summary
-        summary.samples += self._batches.size(seq)
-        summary.batches += 1
-        if ack.loss is not None:
-            summary.losses.append(ack.loss)
-        if ack.anomaly_prob is not None:
-            summary.anomaly_probs.append(ack.anomaly_prob)
-        self._counted = seq + 1
-        self._failing_since, self._attempt, self._resyncs = None, 0, 0
-        if self.feedback_every and summary.batches >= self._next_feedback:
-            self._next_feedback = summary.batches + self.feedback_every
+        if not self._ledger.count(seq, ack):
+            return
+        self._attempts.succeeded()
+        self._resyncs = 0
+        if self._cadence.feedback_due(self.summary.batches):
             self._feedback(ack)
-        summary.seconds = time.perf_counter() - self._started
+        report = self._ledger.report(seq, ack, response, time.perf_counter() - self._started)
         if self.on_batch is not None:
-            self.on_batch(
-                BatchReport(
-                    self._batches.epoch(seq),
-                    summary.batches,
-                    self.total,
-                    summary.samples,
-                    response,
-                    summary.seconds,
-                    ack,
-                )
-            )
-        if self.until_loss is not None and window_mean(summary.losses) <= self.until_loss:
-            summary.reached_target = True
-            self._stopping = True
+            self.on_batch(report)
+        if self._cadence.reached(self.summary.losses):
+            self.summary.reached_target = True
+            self._ledger.stopping = True
 
     def _feedback(self, ack: Ack) -> None:
         """The seed's dendritic feedback, validated when the loss improved since the last."""
         if ack.loss is None or ack.dendrite_adjustments is None:
             return
-        improved = self._reference_loss is None or ack.loss < self._reference_loss
+        improved = self._cadence.validates(ack.loss)
         url = self._url
         # The ack's own batch: with a window in flight, "the latest" is another one.
-        call = self.client._feedback_call(ack.dendrite_adjustments, improved, ack.batch_id)
-        headers = {**call.headers, **auth_headers(self._token)}
+        call = feedback_call(ack.dendrite_adjustments, improved, ack.batch_id)
         try:
-            response = self.client._http.request(
-                call.method, url + call.path, content=call.content, headers=headers
-            )
-            _parse(call, response, url)
+            parse_answer(call, self.client.send_to(url, call, self._token), url)
         except httpx.HTTPError as exc:
             self._event("warning", f"feedback not sent: {describe(exc)}")
             return
@@ -442,20 +377,16 @@ class StreamingTrainer:
             return
         self.summary.feedback_sent += 1
         self.summary.feedback_validated += int(improved)
-        self._reference_loss = ack.loss
+        self._cadence.feedback_sent(ack.loss)
 
     def _frame(self, seq: int) -> bytes:
-        xb, yb = self._batches.get(seq)
-        if self.client.check:
-            xb, yb = preflight_batch(xb, yb, self._input_dim or int(xb.shape[-1]), 1)
-        try:
-            return encode_batch(
-                xb, yb, epochs=1, dtype=self.client.wire_dtype, run_id=self.run_id, seq=seq
-            )
-        except BatchError as exc:
-            raise invalid_data(exc) from exc
+        width = self._input_dim or int(self._batches.X.shape[-1])
+        check = width if self.client.check else None
+        return self._batches.frame(
+            seq, run_id=self.run_id, dtype=self.client.wire_dtype, check=check
+        )
 
     def _check_width(self, input_dim: int) -> None:
         width = int(self._batches.X.shape[-1])
         if self.client.check and width != input_dim:
-            raise invalid_data(dimension_mismatch(input_dim, width))
+            raise refusal(dimension_mismatch(input_dim, width))
