@@ -9,6 +9,7 @@ are a line of numpy. The real export against ``/v1/predict`` is in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -24,7 +25,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from corteza.client import Client, InternalServerError, InvalidDataError, OnnxModel, ProtocolError
+from corteza.client import (
+    AsyncClient,
+    Client,
+    InternalServerError,
+    InvalidDataError,
+    OnnxModel,
+    ProtocolError,
+)
 
 DIM = 8
 
@@ -286,3 +294,32 @@ def test_a_server_error_raises_with_its_words(export_server: _ExportServer, tmp_
         "export_unavailable",
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_async_client_downloads_the_same_file(
+    export_server: _ExportServer, tmp_path: Path
+) -> None:
+    export_server.body = b"onnx bytes" * 1000
+    export_server.digest = base64.b64encode(hashlib.sha256(export_server.body).digest()).decode()
+    seen: list[tuple[int, int | None]] = []
+
+    async def scenario() -> Path:
+        async with AsyncClient(_url(export_server), retries=0) as client:
+            return await client.export_onnx(
+                tmp_path, progress=lambda done, total: seen.append((done, total))
+            )
+
+    path = asyncio.run(scenario())
+    assert path == tmp_path / "corteza-step3.onnx"
+    assert path.read_bytes() == export_server.body
+    assert seen[-1] == (10000, 10000)
+    export_server.status = 503
+
+    async def refused() -> None:
+        async with AsyncClient(_url(export_server), retries=0) as client:
+            await client.export_onnx(tmp_path / "again")
+
+    with pytest.raises(InternalServerError) as info:
+        asyncio.run(refused())
+    assert str(info.value) == "no exporter here"
+    assert not (tmp_path / "again").exists()

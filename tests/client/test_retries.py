@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from corteza.client import Client, InternalServerError
+from corteza.client import AsyncClient, Client, InternalServerError
 from corteza.client import client as client_module
 
 HEALTH = {"alive": True, "timestamp": "t", "uptime_seconds": 1.0}
@@ -86,3 +87,16 @@ def test_training_is_not_retried(flaky: FlakyServer) -> None:
     with Client(_url(flaky), retries=3, check=False) as client, pytest.raises(InternalServerError):
         client.train_batch([[0.0, 1.0]], [1])
     assert flaky.hits == ["POST /train_layer2"]
+
+
+def test_the_async_client_retries_by_the_same_policy(flaky: FlakyServer) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(_url(flaky), retries=3, check=False) as client:
+            assert (await client.health()).alive
+            flaky.failures_left = 1
+            with pytest.raises(InternalServerError):
+                await client.train_batch([[0.0, 1.0]], [1])
+
+    flaky.failures_left = 2
+    asyncio.run(scenario())
+    assert flaky.hits == ["GET /health"] * 3 + ["POST /train_layer2"]
