@@ -4,7 +4,8 @@ Counters and gauges are read from the training statistics at scrape time
 (they continue from a resumed checkpoint); the batch-time histogram listens
 to ``batch_trained`` events; HTTP requests are counted by a pure ASGI
 middleware under their route template (``/v1/runs/{run_id}``, never the raw
-path; ``unmatched`` when no route matches), so label values stay few.
+path; ``unmatched`` when no route matches) and their method (``OTHER`` for any method
+but the standard ones), so label values stay few whatever a client sends.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from corteza.server.observe.events import Event
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 UNMATCHED = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 
 router = APIRouter(tags=["monitoring"])
 
@@ -119,6 +122,12 @@ def route_template(scope: Scope) -> str:
     return f"{path}/{{path}}" if isinstance(route, Mount) else path
 
 
+def method_label(scope: Scope) -> str:
+    """The request's method if it is a standard one, else ``OTHER``."""
+    method = scope.get("method")
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
 class HttpMetricsMiddleware:
     """Counts HTTP requests by route template, method and status, and times them."""
 
@@ -143,7 +152,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, counting_send)
         finally:
             route = route_template(scope)
-            method = str(scope.get("method", ""))
+            method = method_label(scope)
             metrics.http_requests.labels(route, method, str(status)).inc()
             metrics.http_seconds.labels(route, method).observe(time.perf_counter() - started)
 

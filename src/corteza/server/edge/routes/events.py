@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import anyio
@@ -19,16 +20,24 @@ router = APIRouter(prefix="/v1", tags=["monitoring"])
 
 PING_SECONDS = 15  # keeps proxies and tunnels from closing an idle stream
 SHUTDOWN_GRACE = 2.0  # seconds for the streams to end cleanly when the server stops
+MAX_ID_DIGITS = 20  # ids are microseconds since the epoch: 16 digits until the year 2286
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²', which int() refuses
 
 
 def parse_last_event_id(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not _DIGITS.fullmatch(text):
         raise ApiError(
             422,
             f"Last-Event-ID must be a non-negative integer, got {text[:40]!r}",
+            ErrorType.INVALID_REQUEST,
+        )
+    if len(text) > MAX_ID_DIGITS:
+        raise ApiError(
+            422,
+            f"Last-Event-ID must have at most {MAX_ID_DIGITS} digits, got {len(text)}",
             ErrorType.INVALID_REQUEST,
         )
     return int(text)
