@@ -52,6 +52,6 @@ def test_made_up_methods_share_one_metrics_label(server: LiveServer, http: httpx
 def test_a_last_event_id_that_int_refuses_is_a_422(
     http: httpx.Client, value: bytes, message: str
 ) -> None:
-    answer = http.get("/v1/events", headers={"Last-Event-ID": value})
+    answer = http.get("/v1/events", headers={b"Last-Event-ID": value})
     assert answer.status_code == 422
     assert answer.json() == {"status": "error", "error": message, "error_type": "invalid_request"}
