@@ -203,7 +203,8 @@ def _train_and_report(
                 f"Server {base}: {info.arquitectura.parametros_totales:,} parameters on "
                 f"{client.status().estadisticas.dispositivo}. Data: {source}, "
                 f"{len(train_part)} to train, {0 if held is None else len(held)} held out; "
-                f"{options.epochs} epoch(s) of batch {options.batch_size}."
+                f"{options.epochs} epoch(s) of batch {options.batch_size}.",
+                soft_wrap=True,  # one line in a log too, not cut at 80 columns
             )
         with _recording(curves, f"Training loss: {source}", quiet=as_json) as on_batch:
             result = run(client, train_part, held, options, quiet=as_json, on_batch=on_batch)
