@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from corteza.client import CortezaError, InvalidDataError, InvalidRequestError
-from corteza.client.config import configured_url
+from corteza.client import ConnectError, CortezaError, InvalidDataError, InvalidRequestError
+from corteza.client.config import DEFAULT_URL, URL_ENV
+from corteza.client.saved_server import load_saved_server, normalize_url, server_file
 
 logger = logging.getLogger(__name__)
 
@@ -24,28 +28,109 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the server failed or could not be reached
 EXIT_BAD_INPUT = 2  # the data or the options were refused
 EXIT_TARGET_MISSED = 3  # --until-loss was not reached
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
+HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}(/\S*)?")  # no scheme
+NO_SERVER = "No server configured: run `corteza serve`, or `corteza connect URL`"
+
+
+def with_scheme(url: str, *, origin: str | None = "--server") -> str:
+    """``url`` normalised; a bare ``host:port`` gets ``http://``, and a note says so.
+
+    Anything else that is not an http(s) URL exits 2 at once (no retries first).
+    ``origin`` names where the URL came from in those two lines.
+    """
+    clean = url.strip()
+    if HOST_PORT.fullmatch(clean):
+        clean = f"http://{clean}"
+        console.print(
+            f"note: {'' if origin is None else f'{origin} '}{escape(url.strip())} has no "
+            f"scheme: assuming {escape(clean)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    try:
+        return normalize_url(clean)
+    except InvalidDataError as exc:
+        fail(exc.message if origin is None else f"{origin}: {exc.message}", EXIT_BAD_INPUT)
+
+
+def _server_option(value: str | None) -> str | None:
+    return None if value is None else with_scheme(value)
+
 
 ServerOption = typer.Option(
-    None, "--server", help="Server URL (default: $CORTEZA_URL, $COLAB_SERVER_URL, or local)."
+    None,
+    "--server",
+    callback=_server_option,
+    help="Server URL (http:// is assumed for host:port). Default: $CORTEZA_URL, "
+    "$COLAB_SERVER_URL, then the server saved by `corteza connect`; else a local one.",
 )
-TokenOption = typer.Option(None, "--token", help="Bearer token (default: $CORTEZA_TOKEN).")
+TokenOption = typer.Option(
+    None,
+    "--token",
+    help="Bearer token. Default: $CORTEZA_TOKEN, else the token saved by `corteza connect` "
+    "with that server.",
+)
 JsonOption = typer.Option(False, "--json", help="Print one JSON result for scripts.")
 DebugOption = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
 
+@dataclass(frozen=True)
+class Target:
+    """The server a command talks to, and where that choice came from (for error messages)."""
+
+    url: str
+    origin: str | None  # "--server", "$CORTEZA_URL", "saved by `corteza connect` in PATH"; None
+
+    def unreachable(self, exc: ConnectError) -> str:
+        """The one line for a server that did not answer, naming where its URL came from."""
+        if self.origin is None:
+            return f"{NO_SERVER} (nothing answers at {self.url})"
+        if self.origin == "--server":
+            return str(exc)
+        return f"{exc} (the URL is {self.origin})"
+
+
+def target(explicit: str | None) -> Target:
+    """The server to use: ``--server``, the environment, the saved one, else the default."""
+    if explicit:
+        return Target(explicit.rstrip("/"), "--server")
+    for name in URL_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return Target(with_scheme(value, origin=f"${name}"), f"from ${name}")
+    saved = load_saved_server()
+    if saved is not None:
+        return Target(saved.url, f"saved by `corteza connect` in {server_file()}")
+    return Target(DEFAULT_URL, None)
+
+
 def server_url(explicit: str | None) -> str | None:
     """The server to use, or None for an embedded local server."""
-    return explicit or configured_url()
+    chosen = target(explicit)
+    return None if chosen.origin is None else chosen.url
 
 
-def fail(message: str, code: int) -> NoReturn:
-    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+def fail(
+    message: str, code: int, *, as_json: bool = False, error_type: str | None = None
+) -> NoReturn:
+    """Exit ``code`` after one line on stderr (with ``as_json``: one JSON object on stdout)."""
+    if as_json:
+        print_json({"error": message, "error_type": error_type, "exit_code": code})
+    else:
+        console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 @contextmanager
-def clear_errors(debug: bool) -> Iterator[None]:
-    """Turn library errors into one line and an exit code (a traceback with --debug)."""
+def clear_errors(
+    debug: bool, *, as_json: bool = False, server: Target | None = None
+) -> Iterator[None]:
+    """Turn library errors into one line and an exit code (a traceback with --debug).
+
+    ``server``, when given, words a connection failure by where its URL came from.
+    """
     try:
         yield
     except typer.Exit:
@@ -53,11 +138,23 @@ def clear_errors(debug: bool) -> Iterator[None]:
     except (InvalidDataError, InvalidRequestError, ValueError) as exc:
         if debug:
             raise
-        fail(str(exc), EXIT_BAD_INPUT)
+        fail(str(exc), EXIT_BAD_INPUT, as_json=as_json, error_type=_error_type(exc, "invalid"))
     except CortezaError as exc:
         if debug:
             raise
-        fail(str(exc), EXIT_FAILURE)
+        message = str(exc)
+        if server is not None and isinstance(exc, ConnectError):
+            message = server.unreachable(exc)
+        fail(message, EXIT_FAILURE, as_json=as_json, error_type=_error_type(exc, "failed"))
+
+
+def _error_type(exc: Exception, default: str) -> str:
+    found = getattr(exc, "error_type", None)
+    if isinstance(found, str):
+        return found
+    if isinstance(exc, ConnectError):
+        return "unreachable"
+    return default
 
 
 def print_json(data: Any) -> None:

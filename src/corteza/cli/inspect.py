@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -18,9 +20,9 @@ from corteza.cli.common import (
     clear_errors,
     fail,
     print_json,
+    target,
 )
 from corteza.client import Client
-from corteza.client.config import resolve_url
 
 
 def _show(model: BaseModel, as_json: bool, title: str) -> None:
@@ -56,8 +58,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _client(server: str | None, token: str | None) -> Client:
-    return Client(resolve_url(server), token=token)
+@contextmanager
+def _client(server: str | None, token: str | None, debug: bool, as_json: bool) -> Iterator[Client]:
+    """A client of the chosen server; its failures one line (JSON with --json)."""
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+    with (
+        clear_errors(debug, as_json=as_json, server=chosen),
+        Client(chosen.url, token=token) as client,
+    ):
+        yield client
 
 
 def status(
@@ -67,7 +77,7 @@ def status(
     debug: bool = DebugOption,
 ) -> None:
     """Server state and training statistics."""
-    with clear_errors(debug), _client(server, token) as client:
+    with _client(server, token, debug, as_json) as client:
         _show(client.status(), as_json, "Status")
 
 
@@ -78,7 +88,7 @@ def info(
     debug: bool = DebugOption,
 ) -> None:
     """The model's architecture and size."""
-    with clear_errors(debug), _client(server, token) as client:
+    with _client(server, token, debug, as_json) as client:
         _show(client.info(), as_json, "Model")
 
 
@@ -89,7 +99,7 @@ def metrics(
     debug: bool = DebugOption,
 ) -> None:
     """Recent losses and the trend."""
-    with clear_errors(debug), _client(server, token) as client:
+    with _client(server, token, debug, as_json) as client:
         _show(client.metrics(), as_json, "Metrics")
 
 
@@ -100,7 +110,7 @@ def diagnose(
     debug: bool = DebugOption,
 ) -> None:
     """Run the server's self-test (one forward pass, no training)."""
-    with clear_errors(debug), _client(server, token) as client:
+    with _client(server, token, debug, as_json) as client:
         _show(client.diagnose(), as_json, "Diagnosis")
 
 
@@ -116,6 +126,11 @@ def feedback(
     try:
         values = [float(v) for v in adjustments.split(",") if v.strip()]
     except ValueError:
-        fail(f"adjustments must be comma-separated numbers, got {adjustments!r}", EXIT_BAD_INPUT)
-    with clear_errors(debug), _client(server, token) as client:
+        fail(
+            f"adjustments must be comma-separated numbers, got {adjustments!r}",
+            EXIT_BAD_INPUT,
+            as_json=as_json,
+            error_type="invalid_request",
+        )
+    with _client(server, token, debug, as_json) as client:
         _show(client.send_feedback(values, valid), as_json, "Feedback")
