@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from enum import Enum
 from pathlib import Path
 
@@ -23,9 +28,12 @@ from corteza.cli.common import (
     clear_errors,
     console,
     print_json,
+    target,
 )
-from corteza.client import Client
-from corteza.client.config import resolve_url
+from corteza.client import Client, InvalidDataError
+
+MANIFEST = "MANIFEST.json"
+STAGING_PREFIX = ".corteza-pull-"  # hidden, and removed whatever happens
 
 
 class PullFormat(str, Enum):
@@ -47,8 +55,17 @@ def pull(
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
-    """Download the server's latest checkpoint (safetensors + JSON, sha256-checked), or ONNX."""
-    with clear_errors(debug), Client(resolve_url(server), token=token) as client:
+    """Download the server's latest checkpoint (safetensors + JSON, sha256-checked), or ONNX.
+
+    A folder that already holds that checkpoint, verified, is left as it is
+    ("already up to date"); a damaged copy is replaced whole.
+    """
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+    with (
+        clear_errors(debug, as_json=as_json, server=chosen),
+        Client(chosen.url, token=token) as client,
+    ):
         if file_format is PullFormat.onnx:
             model = _pull_onnx(client, path, quiet=as_json)
             if as_json:
@@ -56,11 +73,56 @@ def pull(
             else:
                 typer.echo(f"Pulled {model}")
             return
-        folder = client.pull(path)
+        folder, fresh = _pull_checkpoint(client, path)
     if as_json:
-        print_json({"checkpoint": str(folder)})
-    else:
+        print_json({"checkpoint": str(folder), "up_to_date": not fresh})
+    elif fresh:
         typer.echo(f"Pulled {folder}")
+    else:
+        typer.echo(f"{folder} is already up to date (sha256 verified)")
+
+
+def _pull_checkpoint(client: Client, dest: Path) -> tuple[Path, bool]:
+    """Pull into a hidden folder inside ``dest``, then move it into place whole.
+
+    Returns the checkpoint's folder and whether it changed. Nothing half-pulled is
+    left behind: the staging folder goes, whatever happens.
+    """
+    if dest.exists() and not dest.is_dir():
+        raise InvalidDataError(f"{dest} is a file: pull into a folder", error_type="invalid_path")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
+    try:
+        pulled = client.pull(staging)
+        final = dest / pulled.name
+        if final.exists():
+            if _verified(final) and _same_manifest(final, pulled):
+                return final, False
+            os.replace(final, staging / "replaced")  # a damaged or different copy goes whole
+        os.replace(pulled, final)
+        return final, True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _same_manifest(one: Path, other: Path) -> bool:
+    return (one / MANIFEST).read_bytes() == (other / MANIFEST).read_bytes()
+
+
+def _verified(folder: Path) -> bool:
+    """Whether every file ``folder``'s manifest lists is there with its sha256."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+        for name, meta in files.items():
+            digest = hashlib.sha256()
+            with (folder / Path(name).name).open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != meta["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def _pull_onnx(client: Client, path: Path, *, quiet: bool) -> Path:
@@ -91,7 +153,17 @@ def push(
     debug: bool = DebugOption,
 ) -> None:
     """Upload a checkpoint; the server checks it against its model and continues from it."""
-    with clear_errors(debug), Client(resolve_url(server), token=token) as client:
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+        if path.name.endswith(".part") or path.name.startswith(STAGING_PREFIX):
+            raise InvalidDataError(
+                f"{path} is an unfinished pull, not a checkpoint: pull again",
+                error_type="invalid_checkpoint",
+            )
+    with (
+        clear_errors(debug, as_json=as_json, server=chosen),
+        Client(chosen.url, token=token) as client,
+    ):
         result = client.push(path)
     if as_json:
         print_json(result)

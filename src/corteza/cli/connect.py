@@ -15,14 +15,14 @@ from corteza.cli.common import (
     console,
     fail,
     print_json,
+    with_scheme,
 )
-from corteza.client import Client, CortezaError
+from corteza.client import Client, CortezaError, InvalidRequestError
 from corteza.client.config import URL_ENV
 from corteza.client.saved_server import (
     forget_server,
     load_saved_server,
     mask_token,
-    normalize_url,
     save_server,
     server_file,
 )
@@ -34,9 +34,17 @@ def connect(
     url: str | None = typer.Argument(
         None, help="The server's URL, e.g. the one the Colab cell printed."
     ),
-    token: str | None = typer.Option(None, "--token", help="The token the server printed."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        help="The token the server printed. Without it, connecting again to the saved URL "
+        "keeps the saved token.",
+    ),
     check: bool = typer.Option(
-        True, "--check/--no-check", help="Ask the server for /health and /info before saving."
+        True,
+        "--check/--no-check",
+        help="Ask the server for /health and /info before saving; a refused token is not "
+        "saved (an unreachable server is, with a warning).",
     ),
     show: bool = typer.Option(False, "--show", help="Print the saved server (token masked)."),
     forget: bool = typer.Option(False, "--forget", help="Delete the saved server."),
@@ -45,24 +53,37 @@ def connect(
 ) -> None:
     """Save the server to train on; `corteza train` and the others then use it by default."""
     if show + forget + (url is not None) != 1:
-        fail("give a URL to save, or --show, or --forget", EXIT_BAD_INPUT)
-    with clear_errors(debug):
+        fail("give a URL to save, or --show, or --forget", EXIT_BAD_INPUT, as_json=as_json)
+    with clear_errors(debug, as_json=as_json):
         if show:
             _show(as_json)
         elif forget:
             _forget(as_json)
         else:
             assert url is not None
-            _save(normalize_url(url), token, check=check, as_json=as_json)
+            _save(with_scheme(url, origin=None), token, check=check, as_json=as_json)
 
 
 def _save(url: str, token: str | None, *, check: bool, as_json: bool) -> None:
     description: str | None = None
     problem: str | None = None
+    if token is None:
+        saved = load_saved_server()
+        if saved is not None and saved.url == url and saved.token is not None:
+            token = saved.token
+            if not as_json:
+                console.print(f"Keeping the saved token {saved.masked_token}.", highlight=False)
     if check:
         try:
             description = _describe(url, token)
-        except CortezaError as exc:
+        except InvalidRequestError as exc:  # a wrong token: saving it would only fail later
+            fail(
+                f"{exc}; not saved (--no-check saves without asking the server)",
+                EXIT_BAD_INPUT,
+                as_json=as_json,
+                error_type=exc.error_type,
+            )
+        except CortezaError as exc:  # unreachable now; a Colab cell may still be starting
             problem = str(exc)
     path = save_server(url, token)
     if as_json:

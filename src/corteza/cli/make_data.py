@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from corteza.cli.common import clear_errors
+from corteza.cli.common import EXIT_BAD_INPUT, clear_errors, fail
 from corteza.client.data.datasets import save_dataset
 from corteza.client.data.synthetic import DEFAULT_ANOMALY_RATE, DEFAULT_RECIPE, make_dataset
 from corteza.wire.model_config import PRESETS
@@ -24,8 +24,11 @@ def make_data(
         float, typer.Option(help="Expected share of anomalies.")
     ] = DEFAULT_ANOMALY_RATE,
     seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same data.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
 ) -> None:
     """Write a synthetic dataset (samples and 0/1 anomaly labels) to PATH."""
+    if path.exists() and not force:
+        fail(f"{path} exists: pass --force to overwrite it", EXIT_BAD_INPUT)
     with clear_errors(debug=False):
         data = make_dataset(
             samples, input_dim=input_dim, recipe=recipe, anomaly_rate=anomaly_rate, seed=seed

@@ -2,10 +2,18 @@
 
 With ``--model FILE.onnx`` the file is scored here with onnxruntime: no
 server, and torch is never imported.
+
+``--out`` writes exactly the file it names, checked (and its folder made)
+before anything is scored:
+
+- ``.npz``: arrays ``anomaly_prob`` (N,), ``dendrites`` (N, 16), ``coherence`` (N, 64);
+- ``.csv``: a header, then one line per sample: ``anomaly_prob``, ``dendrite_0`` ..
+  ``dendrite_15``, ``coherence_0`` .. ``coherence_63``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +27,22 @@ from corteza.cli.common import (
     TokenOption,
     clear_errors,
     print_json,
+    target,
 )
 from corteza.client import Client, InvalidDataError, OnnxModel, Predictions, open_dataset
-from corteza.client.config import resolve_url
 from corteza.client.data.metrics import roc_auc
 
 CHUNK = 1024  # samples per request (or per local run)
+OUT_FORMATS = (".npz", ".csv")
 
 
 def predict(
     data: Path = typer.Argument(..., help="Data file (.json, .npz, .npy, .csv); labels optional."),
-    out: Path | None = typer.Option(None, help="Write anomaly_prob, dendrites, coherence here."),
+    out: Path | None = typer.Option(
+        None,
+        help="Write the outputs here: .npz (arrays anomaly_prob (N,), dendrites (N, 16), "
+        "coherence (N, 64)) or .csv (one line per sample). Its folder is made if missing.",
+    ),
     model: Path | None = typer.Option(
         None, "--model", help="Score with this ONNX export here (onnxruntime), not a server."
     ),
@@ -39,19 +52,24 @@ def predict(
     debug: bool = DebugOption,
 ) -> None:
     """Score DATA with the server's model (eval mode; weights and statistics untouched)."""
-    with clear_errors(debug):
+    with clear_errors(debug, as_json=as_json):
+        if out is not None:
+            _check_out(out)
+        if model is not None and server is not None:
+            raise InvalidDataError(
+                "--model scores here, without a server: drop --server",
+                error_type="invalid_request",
+            )
+        chosen = None if model is not None else target(server)
         dataset = open_dataset(data)
-        chunks = [dataset.X[i : i + CHUNK] for i in range(0, len(dataset), CHUNK)]
-        if model is not None:
-            if server is not None:
-                raise InvalidDataError(
-                    "--model scores here, without a server: drop --server",
-                    error_type="invalid_request",
-                )
+    chunks = [dataset.X[i : i + CHUNK] for i in range(0, len(dataset), CHUNK)]
+    with clear_errors(debug, as_json=as_json, server=chosen):
+        if chosen is None:
+            assert model is not None
             local = OnnxModel(model)
             parts = [local.predict(chunk) for chunk in chunks]
         else:
-            with Client(resolve_url(server), token=token) as client:
+            with Client(chosen.url, token=token) as client:
                 parts = [client.predict(chunk) for chunk in chunks]
         probs = np.concatenate([p.anomaly_prob for p in parts])
         if out is not None:
@@ -76,10 +94,41 @@ def predict(
         )
 
 
+def _check_out(out: Path) -> None:
+    """Refuse, before any scoring, an ``--out`` that could not be written."""
+    if out.suffix.lower() not in OUT_FORMATS:
+        raise InvalidDataError(
+            f"--out {out}: predictions are written as .npz or .csv, "
+            f"not {out.suffix or 'a file without a suffix'}",
+            error_type="invalid_path",
+        )
+    if out.is_dir():
+        raise InvalidDataError(f"--out {out} is a folder: name a file", error_type="invalid_path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as --plot does
+    except OSError as exc:
+        raise InvalidDataError(
+            f"--out {out}: cannot make its folder: {exc.strerror}", error_type="invalid_path"
+        ) from exc
+    if not os.access(out.parent, os.W_OK):
+        raise InvalidDataError(
+            f"--out {out}: cannot write in {out.parent}", error_type="invalid_path"
+        )
+
+
 def _save(out: Path, probs: NDArray[np.float32], parts: list[Predictions]) -> None:
-    np.savez(
-        out,
-        anomaly_prob=probs,
-        dendrites=np.concatenate([p.dendrites for p in parts]),
-        coherence=np.concatenate([p.coherence for p in parts]),
-    )
+    dendrites = np.concatenate([p.dendrites for p in parts])
+    coherence = np.concatenate([p.coherence for p in parts])
+    if out.suffix.lower() == ".csv":
+        header = ",".join(
+            [
+                "anomaly_prob",
+                *(f"dendrite_{j}" for j in range(dendrites.shape[1])),
+                *(f"coherence_{j}" for j in range(coherence.shape[1])),
+            ]
+        )
+        table = np.column_stack([probs, dendrites, coherence])
+        np.savetxt(out, table, fmt="%.9g", delimiter=",", header=header, comments="")
+        return
+    with out.open("wb") as fh:  # a file object: np.savez adds no .npz of its own
+        np.savez(fh, anomaly_prob=probs, dendrites=dendrites, coherence=coherence)
