@@ -165,6 +165,20 @@ def test_watch_draws_the_live_view_in_a_terminal(live_server: LiveServer, watch:
     assert "batch_trained x" in out  # consecutive batches share a row
 
 
+def test_the_live_view_counts_samples_as_batches_arrive(
+    live_server: LiveServer, watch: Watch
+) -> None:
+    watched = watch(live_server.url, "--events", "6", terminal=True)
+    with Training(live_server.url):  # 8 samples per batch, one step each
+        code, out, err = watched.finish()
+    assert code == 0, err
+    out = ANSI.sub("", out)
+    step = int(re.findall(r"step\s+([\d,]+)\s+loss", out)[-1].replace(",", ""))
+    samples = int(re.findall(r"samples\s+([\d,]+)\s+feedback", out)[-1].replace(",", ""))
+    assert step > 0  # the last frame, drawn after the last event
+    assert samples == 8 * step
+
+
 def test_an_unreachable_server_is_one_clear_line(watch: Watch) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     code, out, err = watch(url).finish()

@@ -96,12 +96,16 @@ class WatchView:
         self.fields: dict[str, str] = {}
         self.connection = "connecting..."
         self.status_read = 0.0  # monotonic time of the last /status read
+        # /status is read every STATUS_EVERY s; between reads, each newer batch adds its samples.
+        self.step = 0  # the newest step counted in self.samples
+        self.samples = 0
 
     def show_status(self, status: StatusResponse) -> None:
         s = status.estadisticas
         gpu = f"{s.gpu_memoria_mb:.0f} MB" if s.device.startswith("cuda") else "- (no GPU)"
         with self._lock:
             self.status_read = time.monotonic()
+            self.step, self.samples = s.step, s.total_muestras
             self.fields.update(
                 step=f"{s.step:,}",
                 samples=f"{s.total_muestras:,}",
@@ -120,11 +124,10 @@ class WatchView:
             self.connection = "live"
             if event.type == "batch_trained":
                 self.losses.append(float(d["loss"]))
-                self.fields.update(
-                    step=f"{d['step']:,}",
-                    loss=f"{d['loss']:.4f}",
-                    rate=f"{d['samples_per_second']:.1f}",
-                )
+                self.fields.update(loss=f"{d['loss']:.4f}", rate=f"{d['samples_per_second']:.1f}")
+                if d["step"] > self.step:  # not counted by the last /status read yet
+                    self.step, self.samples = d["step"], self.samples + int(d["samples"])
+                    self.fields.update(step=f"{self.step:,}", samples=f"{self.samples:,}")
                 best = self.fields.get("best", "-")
                 if best == "-" or d["loss"] < float(best):
                     self.fields["best"] = f"{d['loss']:.4f}"
