@@ -43,7 +43,9 @@ class PullFormat(str, Enum):
 
 def pull(
     path: Path = typer.Argument(
-        Path("."), help="Folder to download into (or a FILE.onnx with --format onnx)."
+        Path("."),
+        metavar="PATH",
+        help="Folder to download into (or a FILE.onnx with --format onnx).",
     ),
     file_format: PullFormat = typer.Option(
         PullFormat.checkpoint,
@@ -146,7 +148,9 @@ def _pull_onnx(client: Client, path: Path, *, quiet: bool) -> Path:
 
 
 def push(
-    path: Path = typer.Argument(..., help="A checkpoint folder (from `corteza pull`)."),
+    path: Path = typer.Argument(
+        ..., metavar="PATH", help="A checkpoint folder (from `corteza pull`)."
+    ),
     server: str | None = ServerOption,
     token: str | None = TokenOption,
     as_json: bool = JsonOption,

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperOption
 
 from corteza.client import ConnectError, CortezaError, InvalidDataError, InvalidRequestError
 from corteza.client.config import DEFAULT_URL, URL_ENV
@@ -74,6 +75,32 @@ TokenOption = typer.Option(
 )
 JsonOption = typer.Option(False, "--json", help="Print one JSON result for scripts.")
 DebugOption = typer.Option(False, "--debug", help="Show tracebacks on errors.")
+
+
+USAGE_REQUIRED = re.compile(r"\{(.+)\}(\.\.\.)?")  # typer's usage for a required argument
+
+
+class Command(TyperCommand):
+    """typer's command, with help that says what it means.
+
+    Help texts are plain text, not rich markup, so ``pip install 'corteza[plot]'``
+    keeps its extra; a flag shows no ``<bool>`` as if it took a value; the usage
+    line reads ``DATA``, not ``{data}``.
+    """
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+            help_text = getattr(param, "help", None)
+            if help_text and not getattr(param, "_corteza_plain", False):
+                param.help = escape(help_text)  # type: ignore[attr-defined]
+                param._corteza_plain = True  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [USAGE_REQUIRED.sub(lambda m: m[1].upper() + (m[2] or ""), p) for p in pieces]
 
 
 @dataclass(frozen=True)

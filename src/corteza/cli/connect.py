@@ -32,7 +32,7 @@ CHECK_TIMEOUT = 15.0  # seconds per call of the check; a cold Colab tunnel is sl
 
 def connect(
     url: str | None = typer.Argument(
-        None, help="The server's URL, e.g. the one the Colab cell printed."
+        None, metavar="URL", help="The server's URL, e.g. the one the Colab cell printed."
     ),
     token: str | None = typer.Option(
         None,

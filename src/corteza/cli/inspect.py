@@ -115,7 +115,9 @@ def diagnose(
 
 
 def feedback(
-    adjustments: str = typer.Argument(..., help="16 comma-separated floats."),
+    adjustments: str = typer.Argument(
+        ..., metavar="ADJUSTMENTS", help="16 comma-separated floats."
+    ),
     valid: bool = typer.Option(True, "--valid/--invalid", help="Whether they were validated."),
     server: str | None = ServerOption,
     token: str | None = TokenOption,

@@ -16,7 +16,9 @@ DEFAULT_INPUT_DIM = PRESETS["default"].input_dim
 
 
 def make_data(
-    path: Annotated[Path, typer.Argument(help="File to write: .npz, .npy, .csv or .json.")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="File to write: .npz, .npy, .csv or .json.")
+    ],
     samples: Annotated[int, typer.Option(help="Number of samples.")] = 2000,
     recipe: Annotated[str, typer.Option(help="Synthetic recipe: sensor or seed.")] = DEFAULT_RECIPE,
     input_dim: Annotated[int, typer.Option(help="Values per sample.")] = DEFAULT_INPUT_DIM,

@@ -37,7 +37,9 @@ OUT_FORMATS = (".npz", ".csv")
 
 
 def predict(
-    data: Path = typer.Argument(..., help="Data file (.json, .npz, .npy, .csv); labels optional."),
+    data: Path = typer.Argument(
+        ..., metavar="DATA", help="Data file (.json, .npz, .npy, .csv); labels optional."
+    ),
     out: Path | None = typer.Option(
         None,
         help="Write the outputs here: .npz (arrays anomaly_prob (N,), dendrites (N, 16), "
