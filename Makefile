@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo lint test check-light bench clean
+.PHONY: install demo lint test dist check-light bench clean
 
 install: $(VENV)/.installed
 
@@ -24,10 +24,16 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
-	./.ci/check-light
+	$(MAKE) check-light
 
-# The light install (no torch) trains against a real server.
-check-light: install
+# The sdist and the wheel, checked as PyPI would check them.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The built wheel in a fresh environment (no torch) trains against a real server.
+check-light: dist
 	./.ci/check-light
 
 bench: install
@@ -37,4 +43,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
-	rm -rf $(VENV) .venv-light .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .venv-light dist .pytest_cache .mypy_cache .ruff_cache test-artifacts
