@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from corteza.server.checkpoints.checkpointer import Checkpointer
-from corteza.server.checkpoints.uploads import CheckpointUploads
+from corteza.server.checkpoints.uploads import CheckpointUploads, upload_budget
 from corteza.server.engine.device import device_label, device_name, gpu_memory_mb
 from corteza.server.engine.feedback import DendriteFeedback
 from corteza.server.engine.runs import RunBook
@@ -80,7 +80,7 @@ class ServerState:
             training_events,
             metrics,
             webhooks,
-            CheckpointUploads(checkpointer.root),
+            CheckpointUploads(checkpointer.root, upload_budget(trainer.model)),
         )
 
     def statistics(self) -> dict[str, Any]:
@@ -107,3 +107,4 @@ class ServerState:
         if self.settings.webhooks:
             self.webhooks.close()
         self.events.close()
+        self.uploads.close()

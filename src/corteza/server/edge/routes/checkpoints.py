@@ -91,9 +91,17 @@ def _refused(exc: UploadError) -> ApiError:
     return ApiError(exc.status, exc.message, exc.error_type, **exc.extra)
 
 
-@router.post("/checkpoint/uploads", summary="Start uploading a checkpoint")
+@router.post(
+    "/checkpoint/uploads",
+    summary="Start uploading a checkpoint",
+    responses=error_responses(429),
+)
 async def start_upload(state: StateDep) -> dict[str, Any]:
-    """Answers a server-made id; the files go up in chunks of at most 64 MiB."""
+    """Answers a server-made id; the files go up in chunks of at most 64 MiB.
+
+    A few uploads may be open at once; each is capped in total bytes (the
+    model's own size and a margin) and dropped after an hour without a request.
+    """
     try:
         return await run_in_threadpool(state.uploads.start)
     except UploadError as exc:
@@ -103,14 +111,14 @@ async def start_upload(state: StateDep) -> dict[str, Any]:
 @router.put(
     "/checkpoint/uploads/{upload_id}/{name}",
     summary="Upload one chunk of one checkpoint file (Content-Range: bytes a-b/total)",
-    responses=error_responses(404, 409, 413, 422),
+    responses=error_responses(400, 404, 409, 413, 422),
 )
 async def upload_chunk(
     upload_id: str, name: str, request: Request, state: StateDep
 ) -> dict[str, Any]:
     uploads = state.uploads
     try:
-        uploads.folder(upload_id)
+        await run_in_threadpool(uploads.folder, upload_id)
         uploads.check_name(name)
         uploads.check_chunk_size(int(request.headers.get("content-length") or 0))
         offset = chunk_offset(request.headers.get("content-range"))
@@ -130,11 +138,10 @@ async def upload_chunk(
 async def commit_upload(upload_id: str, state: StateDep) -> dict[str, Any]:
     """Checks the manifest (sha256), names, shapes and dtypes before anything changes."""
     try:
-        path = state.uploads.folder(upload_id)
+        path = await run_in_threadpool(state.uploads.ready, upload_id)
+        runs = await state.worker.run(lambda: state.checkpointer.adopt(path))
     except UploadError as exc:
         raise _refused(exc) from exc
-    try:
-        runs = await state.worker.run(lambda: state.checkpointer.adopt(path))
     except CheckpointError as exc:
         raise ApiError(422, f"Refused checkpoint: {exc}", ErrorType.INVALID_CHECKPOINT) from exc
     finally:
