@@ -14,7 +14,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("serve")(serve.serve)
+app.command("serve", **serve.COMMAND_OPTIONS)(serve.serve)
 app.command("demo")(train.demo)
 app.command("train")(train.train)
 app.command("make-data")(make_data.make_data)

@@ -26,11 +26,13 @@ class Settings(BaseSettings):
         env_prefix="CORTEZA_", env_nested_delimiter="__", extra="forbid"
     )
 
-    host: str = DEFAULT_HOST
-    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    host: str = Field(default=DEFAULT_HOST, description="interface to bind")
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="TCP port")
+    device: str = Field(
+        default="auto", description="where the model runs: auto, cpu, cuda, cuda:N or mps"
+    )
     seed: int | None = Field(default=0, description="torch seed; None leaves torch unseeded")
-    lr: float = Field(default=1e-4, gt=0)
+    lr: float = Field(default=1e-4, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(default=0.0, ge=0)
     loss_weight_anomaly: float = Field(default=1.0, ge=0, description="weight of the BCE term")
     loss_weight_dendrite: float = Field(default=1.0, ge=0, description="of dendrite targets")
@@ -43,11 +45,16 @@ class Settings(BaseSettings):
     )
     trend_window: int = Field(default=20, ge=3, description="losses in the /metricas slope")
     checkpoint_dir: Path | None = Field(
-        default=None, description="where checkpoints go (a mounted Google Drive on Colab)"
+        default=None,
+        description="save checkpoints here and resume from the newest on start "
+        "(e.g. a mounted Google Drive on Colab)",
     )
     checkpoint_every: int = Field(default=1000, ge=1, description="batches between checkpoints")
     checkpoint_seconds: float = Field(
-        default=120.0, gt=0, description="seconds between them (a save takes ~5 s on 2 CPUs)"
+        default=120.0,
+        gt=0,
+        description="seconds between checkpoints, whichever comes first (a save takes ~5 s on "
+        "2 CPUs)",
     )
     checkpoint_keep: int = Field(default=3, ge=1, description="checkpoints kept")
     stream_window: int = Field(default=16, ge=1, le=256, description="largest window granted")
@@ -55,20 +62,28 @@ class Settings(BaseSettings):
     webhooks: list[str] = Field(
         default_factory=list, description="http(s) URLs told of news; fixed at start"
     )
-    webhook_secret: SecretStr | None = Field(default=None, description="HMAC key of deliveries")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="sign deliveries with HMAC-SHA256 (X-Corteza-Signature)"
+    )
     webhook_format: Literal["json", "slack"] = Field(
-        default="json", description="json: the event; slack: {'text': a human line}"
+        default="json",
+        description="body of deliveries: json (the event) or slack ({'text': one line})",
     )
     notify_loss_below: float | None = Field(
-        default=None, description="loss_improved also when the loss first drops below this"
+        default=None, description="announce when the loss first drops below this"
     )
     notify_margin: float = Field(
-        default=0.01, ge=0, lt=1, description="relative gain over the best loss announced"
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="announce a best loss this much (relative) below the last",
     )
     stall_minutes: float = Field(
-        default=10.0, gt=0, description="no batch this long after one: stalled"
+        default=10.0, gt=0, description="announce a stall after this long without a batch"
     )
-    log_level: str = "info"
+    log_level: str = Field(
+        default="info", description="log verbosity: debug, info, warning or error"
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     # Security (see corteza.server.edge.policy): who may call, and how much they may send.
     token: str | None = Field(
@@ -82,7 +97,9 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(
         default=64.0, gt=0, description="body cap (MiB) of batches and checkpoint chunks"
     )
-    max_small_body_kb: float = Field(default=1024.0, gt=0, description="of every other route")
+    max_small_body_kb: float = Field(
+        default=1024.0, gt=0, description="body cap (KiB) of every other route"
+    )
     body_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for body data")
     body_min_rate_kb: float = Field(
         default=16.0, ge=0, description="KB/s a body must average after body_timeout_s"
@@ -90,7 +107,9 @@ class Settings(BaseSettings):
     max_batch_samples: int = Field(default=4096, ge=1, description="samples per batch")
     max_seq_len: int = Field(default=1024, ge=1, description="time steps per sample")
     ws_max_frame_mb: float = Field(default=64.0, gt=0, description="largest WebSocket message")
-    max_connections: int = Field(default=64, ge=1, description="uvicorn's limit_concurrency")
+    max_connections: int = Field(
+        default=64, ge=1, description="connections served at once; more get 503"
+    )
     keep_alive_s: int = Field(default=5, ge=1, description="idle keep-alive connection timeout")
 
     @field_validator("webhooks")
