@@ -171,6 +171,13 @@ class Arquitectura(_Payload):
     parametros_entrenables: int
 
 
+class ServerLimits(_Payload):
+    """What one request may hold on this server, so a client can refuse before sending."""
+
+    max_batch_samples: int
+    max_seq_len: int
+
+
 class InfoResponse(_Payload):
     nombre: str
     version: str
@@ -180,6 +187,7 @@ class InfoResponse(_Payload):
     input_dim: int
     model_config_: dict[str, object] = Field(alias="model_config")
     protocol: str
+    limits: ServerLimits | None = None  # None: a server from before the field
 
 
 class OutputShapes(_Payload):

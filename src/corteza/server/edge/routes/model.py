@@ -80,6 +80,10 @@ async def info(state: StateDep) -> InfoResponse:
             "input_dim": cfg.input_dim,
             "model_config": cfg.to_dict(),
             "protocol": PROTOCOL_VERSION,
+            "limits": {
+                "max_batch_samples": state.settings.max_batch_samples,
+                "max_seq_len": state.settings.max_seq_len,
+            },
         }
     )
 
