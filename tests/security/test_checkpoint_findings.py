@@ -47,10 +47,6 @@ def _tensors(name: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[Fil
 
 
 CASES = {
-    "a statistic of the wrong kind": (
-        _state(lambda d: d["state"]["stats"].update(total_samples=None)),
-        f"{MALFORMED}stats.total_samples must be a count, got None",
-    ),
     "a step that is not a number": (
         _state(lambda d: d["state"].update(step="x")),
         f"{MALFORMED}step must be a non-negative integer, got 'x'",
@@ -116,4 +112,16 @@ def test_a_checkpoint_that_would_break_the_server_is_refused_whole(
     assert body["error_type"] == "invalid_checkpoint"
     assert body["error"] == message
     assert_same_model(before, snapshot_model(secured_server.state))
+    assert secured_http.get("/status").status_code == 200
+
+
+def test_a_checkpoint_with_a_statistic_of_the_wrong_kind_loads_with_fresh_statistics(
+    secured_server: LiveServer, secured_http: httpx.Client, checkpoint: Files
+) -> None:
+    """Statistics are never worth losing training over: only they start afresh."""
+    edit = _state(lambda d: d["state"]["stats"].update(total_samples=None))
+    response = push(secured_http, with_manifest(edit(checkpoint)))
+    assert response.status_code == 200, response.text
+    assert response.json()["runs"] == {"findings": 1}
+    assert secured_server.state.stats.total_samples == 0
     assert secured_http.get("/status").status_code == 200

@@ -74,7 +74,9 @@ def test_a_checkpoint_is_a_named_directory_of_safetensors_and_json(tmp_path: Pat
     path = save(tmp_path, step=7)
     assert path.parent == tmp_path
     assert path.name.startswith("ckpt-000000000007-")
-    assert int(path.name.rsplit("-", 1)[1]) > 1_600_000_000_000  # unix ms
+    _, _, ms, number = path.name.split("-")
+    assert int(ms) > 1_600_000_000_000  # unix ms
+    assert number == "000000001"  # the first save into this folder
     assert sorted(p.name for p in path.iterdir()) == [
         "MANIFEST.json",
         "model.safetensors",

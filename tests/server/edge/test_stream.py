@@ -49,7 +49,7 @@ def test_a_window_of_batches_is_acknowledged_in_order(live_server: LiveServer) -
     assert all(a["type"] == "ack" and a["replayed"] is False for a in acks)
     assert [a["step"] for a in acks] == [1, 2, 3, 4, 5, 6]
     assert len(acks[0]["dendrite_adjustments"]) == 16
-    assert live_server.state.runs.open(run_id).applied == list(range(6))
+    assert live_server.state.runs.open(run_id).next_seq == 6
 
 
 def test_resuming_a_run_replays_and_continues(live_server: LiveServer) -> None:
@@ -66,7 +66,7 @@ def test_resuming_a_run_replays_and_continues(live_server: LiveServer) -> None:
         ws.send(_frame(run_id, 3))
         acks = [json.loads(ws.recv(timeout=30)) for _ in range(2)]
     assert [(a["seq"], a["replayed"]) for a in acks] == [(2, True), (3, False)]
-    assert live_server.state.runs.open(run_id).applied == [0, 1, 2, 3]
+    assert live_server.state.runs.open(run_id).next_seq == 4
     assert live_server.state.stats.total_samples == 16
 
 
@@ -121,5 +121,5 @@ def test_a_drop_between_apply_and_ack_applies_nothing_twice(live_server: LiveSer
         ack = json.loads(ws.recv(timeout=30))
     assert welcome["next_seq"] == 1
     assert (ack["seq"], ack["replayed"]) == (0, True)
-    assert live_server.state.runs.open(run_id).applied == [0]
+    assert live_server.state.runs.open(run_id).next_seq == 1
     assert live_server.state.stats.total_batches == 1

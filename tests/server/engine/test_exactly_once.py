@@ -26,7 +26,7 @@ def test_a_seq_is_applied_once_and_replayed_after(
     assert again.json()["replayed"] is True
     assert again.json()["loss"] == first.json()["loss"]
     assert_same_model(before, snapshot_model(live_server.state))
-    assert live_server.state.runs.open("run-a").applied == [0]
+    assert live_server.state.runs.open("run-a").next_seq == 1
 
 
 def test_a_seq_ahead_is_refused_with_next(live_server: LiveServer, http: httpx.Client) -> None:
@@ -51,7 +51,7 @@ def test_binary_batches_carry_run_and_seq(live_server: LiveServer, http: httpx.C
             "/train_layer2", content=body, headers={"Content-Type": BATCH_CONTENT_TYPE}
         )
         assert response.status_code == 200
-    assert live_server.state.runs.open("bin").applied == [0, 1, 2]
+    assert live_server.state.runs.open("bin").next_seq == 3
     assert live_server.state.stats.total_samples == 9
 
 
@@ -67,7 +67,14 @@ def test_run_id_and_seq_go_together(http: httpx.Client) -> None:
 def test_the_run_record_is_readable(http: httpx.Client) -> None:
     for seq in (0, 1, 1, 2):
         http.post("/train_layer2", json=_json("rec", seq))
-    assert http.get("/v1/runs/rec").json() == {"run_id": "rec", "next_seq": 3, "applied": [0, 1, 2]}
+    record = http.get("/v1/runs/rec").json()
+    assert {k: record[k] for k in ("run_id", "next_seq", "live")} == {
+        "run_id": "rec",
+        "next_seq": 3,
+        "live": False,
+    }
+    assert isinstance(record["updated_at"], float)
+    assert http.get("/status").json()["estadisticas"]["total_batches"] == 3  # once each
     missing = http.get("/v1/runs/nope")
     assert missing.status_code == 404
     assert missing.json()["error"] == "No run 'nope' on this server"

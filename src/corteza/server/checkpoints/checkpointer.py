@@ -4,6 +4,17 @@ A checkpoint holds the weights, the optimizer, the statistics and the run
 book (``next_seq`` of every run) together, so the weights and the batches
 they contain never disagree. Saving runs on the worker's thread, between
 batches.
+
+A save that fails (a full disk, a vanished Drive) never fails the batch that
+triggered it: training goes on, the failure is logged once, published as
+``checkpoint_failed`` and kept for ``/status`` (:meth:`Checkpointer.health`),
+and the interval saves retry with exponential backoff (``RETRY_FIRST``
+seconds, doubling up to ``RETRY_MAX``) instead of after every batch. The
+checkpoints already on disk are left as they were.
+
+Statistics are never worth losing training over: a checkpoint whose
+statistics are unusable still restores its weights, optimizer and runs; only
+the statistics start afresh, with one warning.
 """
 
 from __future__ import annotations
@@ -26,6 +37,13 @@ from corteza.server.settings import Settings
 logger = logging.getLogger(__name__)
 
 DurableListener = Callable[[dict[str, int]], None]  # run_id -> last seq a checkpoint holds
+RETRY_FIRST = 5.0  # seconds from a failed interval save to the next attempt
+RETRY_MAX = 600.0  # the wait doubles per failure up to this
+PIN_SECONDS = 600.0  # a checkpoint being downloaded is not pruned for this long after a request
+
+
+class CheckpointSaveError(RuntimeError):
+    """A save asked for now failed; the failure is recorded and published as well."""
 
 
 class Checkpointer:
@@ -51,6 +69,15 @@ class Checkpointer:
         self._last_time = time.monotonic()
         self._listeners: set[DurableListener] = set()
         self._lock = threading.Lock()
+        self.retry_first = RETRY_FIRST
+        self.retry_max = RETRY_MAX
+        self.failures = 0  # consecutive failed saves
+        self.failures_total = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None  # unix seconds
+        self.last_saved_at: float | None = None  # unix seconds
+        self._retry_at = 0.0  # monotonic: interval saves wait until then after a failure
+        self._pins: dict[str, float] = {}  # checkpoint name -> monotonic expiry
 
     @property
     def enabled(self) -> bool:
@@ -73,32 +100,81 @@ class Checkpointer:
         }
 
     def batch_done(self) -> Path | None:
-        """Called by the worker after each batch: saves when one is due."""
+        """Called by the worker after each batch: saves when one is due; never raises."""
         self._batches_since += 1
+        now = time.monotonic()
         due = self._batches_since >= self.settings.checkpoint_every or (
-            time.monotonic() - self._last_time >= self.settings.checkpoint_seconds
+            now - self._last_time >= self.settings.checkpoint_seconds
         )
-        return self.save("interval") if due and self.enabled else None
+        if not (due and self.enabled) or now < self._retry_at:
+            return None
+        return self.try_save("interval")
+
+    def try_save(self, reason: str) -> Path | None:
+        """:meth:`save`, with a failure recorded and published but not raised (None)."""
+        try:
+            return self.save(reason)
+        except CheckpointSaveError:
+            return None
+
+    def health(self) -> dict[str, Any]:
+        """The ``checkpoints`` block of ``/status``: where, the last save, the failures."""
+        return {
+            "enabled": self.enabled,
+            "last": None if self.last_path is None else self.last_path.name,
+            "last_saved_at": self.last_saved_at,
+            "consecutive_failures": self.failures,
+            "failures_total": self.failures_total,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+    def pin(self, name: str, seconds: float = PIN_SECONDS) -> None:
+        """Spare checkpoint ``name`` from pruning for ``seconds`` from now.
+
+        A download takes one request per file; each pins its checkpoint again.
+        """
+        with self._lock:
+            self._pins[name] = time.monotonic() + seconds
+
+    def _protected(self) -> list[Path]:
+        now = time.monotonic()
+        with self._lock:
+            self._pins = {name: until for name, until in self._pins.items() if until > now}
+            names = list(self._pins)
+        return [] if self.root is None else [self.root / name for name in names]
 
     def save(self, reason: str = "request") -> Path | None:
         """Write a checkpoint now (on the worker's thread) and tell the listeners.
 
         ``reason`` (interval, request, shutdown, upload) goes into ``checkpoint_saved``.
+        A failure is recorded, published as ``checkpoint_failed`` and raised as
+        :class:`CheckpointSaveError`; the checkpoints on disk stay as they were.
         """
         if self.root is None:
             return None
         started = time.perf_counter()
-        path = save_checkpoint(
-            self.root,
-            model=self.trainer.model,
-            optimizer=self.trainer.optimizer,
-            state=self.state(),
-            step=self.trainer.step,
-            keep=self.settings.checkpoint_keep,
-        )
+        try:
+            path = save_checkpoint(
+                self.root,
+                model=self.trainer.model,
+                optimizer=self.trainer.optimizer,
+                state=self.state(),
+                step=self.trainer.step,
+                keep=self.settings.checkpoint_keep,
+                protect=self._protected(),
+            )
+        except Exception as exc:
+            message = self._failed(exc, reason)
+            raise CheckpointSaveError(message) from exc
         self.last_path = path
         self._batches_since = 0
         self._last_time = time.monotonic()
+        self.last_saved_at = time.time()
+        if self.failures:
+            logger.warning("checkpoint saved again after %d failed attempt(s)", self.failures)
+        self.failures = 0
+        self._retry_at = 0.0
         seconds = time.perf_counter() - started
         logger.info("checkpoint saved: %s (%.2f s)", path, seconds)
         if self.events is not None:
@@ -118,6 +194,34 @@ class Checkpointer:
             listener(durable)
         return path
 
+    def _failed(self, exc: Exception, reason: str) -> str:
+        """Record, log once and publish a failed save; returns the message."""
+        self.failures += 1
+        self.failures_total += 1
+        self.last_error = f"{type(exc).__name__}: {exc!s:.300}"
+        self.last_error_at = time.time()
+        wait = min(self.retry_max, self.retry_first * 2 ** min(self.failures - 1, 30))
+        self._retry_at = time.monotonic() + wait
+        message = f"Saving a checkpoint failed: {self.last_error}"
+        logger.warning(
+            "%s (%d in a row; training goes on, next interval save in %.0f s)",
+            message,
+            self.failures,
+            wait,
+            exc_info=not isinstance(exc, OSError),  # a full disk needs no traceback
+        )
+        if self.events is not None:
+            self.events.publish(
+                "checkpoint_failed",
+                step=self.trainer.step,
+                reason=reason,
+                error=self.last_error,
+                consecutive_failures=self.failures,
+                retry_in_seconds=wait,
+                last_good=None if self.last_path is None else self.last_path.name,
+            )
+        return message
+
     def adopt(self, path: Path) -> dict[str, int]:
         """Continue from an uploaded checkpoint (on the worker's thread).
 
@@ -130,15 +234,24 @@ class Checkpointer:
             optimizer=self.trainer.optimizer,
             check_state=check_state,
         )
-        self._restore(loaded.state)
+        self._restore(loaded.state, path)
         logger.info("continuing from the uploaded checkpoint at step %d", self.trainer.step)
-        self.save("upload")
+        self.try_save("upload")
         return self.runs.next_seqs()
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
         self.trainer.step = int(state.get("step", 0))
-        self.stats.load_json(state.get("stats", {}))
         self.runs.load_json(state.get("runs", []))
+        try:
+            self.stats.load_json(state.get("stats", {}))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            self.stats.reset()
+            logger.warning(
+                "checkpoint %s: its statistics are unusable (%s); weights, optimizer and "
+                "runs restored, statistics start afresh",
+                path.name,
+                f"{exc!s:.200}",
+            )
 
     def resume(self) -> None:
         """Load the newest checkpoint that verifies; say which were skipped and why."""
@@ -155,19 +268,19 @@ class Checkpointer:
         if report.loaded is None:
             logger.info("%s in %s: starting fresh", report.describe(), self.root)
             return
-        self._restore(report.loaded.state)
+        self._restore(report.loaded.state, report.loaded.path)
         self.last_path = report.loaded.path
         logger.info("%s: %d samples trained so far", report.describe(), self.stats.total_samples)
 
 
 def check_state(state: dict[str, Any]) -> None:
     """Raise CheckpointError unless ``state`` (what :meth:`Checkpointer.state` wrote) restores
-    whole; run before the checkpoint touches the model."""
+    the step and the runs; run before the checkpoint touches the model. The statistics are
+    not checked here: unusable ones are reset on restore, the checkpoint still loads."""
     try:
         step = state.get("step", 0)
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
-        TrainingStats().load_json(state.get("stats", {}))
         RunBook().load_json(state.get("runs", []))
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"state.json has a malformed state section: {exc!s:.200}") from exc

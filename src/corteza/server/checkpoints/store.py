@@ -1,6 +1,10 @@
 """Checkpoints on disk: safetensors and JSON only, written atomically, verified by sha256.
 
-A checkpoint is one directory ``<root>/ckpt-<step:012d>-<unix_ms>/``:
+A checkpoint is one directory ``<root>/ckpt-<step:012d>-<unix_ms>-<save:09d>/``, where
+``save`` numbers the saves into ``<root>`` (one more than the highest there). The save
+number, not the step, orders checkpoints: a pushed older checkpoint (a rollback), saved
+last, is the newest, the one a restart resumes and the last one pruned. Names without
+a save number (written before it existed) count as save 0, ordered by step then time:
 
 - ``model.safetensors``: the model's state_dict.
 - ``optimizer.safetensors``: every tensor of the optimizer's per-parameter state, named
@@ -17,7 +21,8 @@ Whether one fits the live model and optimizer is :mod:`corteza.server.checkpoint
 Writes go into ``<root>/.tmp-<uuid4>/``; each file and the directory are fsynced, the directory
 is renamed to its final name and ``<root>`` is fsynced. A crash leaves either the previous
 checkpoints plus a ``.tmp-*`` leftover (removed by the next save or load) or the complete new
-checkpoint. One process writes to a root at a time. Usage::
+checkpoint. One process writes to a root at a time. Pruning spares the checkpoints the
+caller names in ``protect`` (one being downloaded). Usage::
 
     save_checkpoint(root, model=model, optimizer=opt, state={"run_id": run_id}, step=step)
     report = load_latest(root, model=model, optimizer=opt)
@@ -35,7 +40,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,7 @@ MODEL_FILE = "model.safetensors"
 RNG_FILE = "rng.safetensors"
 MANIFEST_FILE = "MANIFEST.json"
 _DATA_FILES = (MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE)
-_CHECKPOINT_NAME = re.compile(r"ckpt-(\d{12,})-(\d+)")
+_CHECKPOINT_NAME = re.compile(r"ckpt-(\d{12,})-(\d+)(?:-(\d{9,}))?")
 _TMP_PREFIX = ".tmp-"
 
 
@@ -103,10 +108,13 @@ def save_checkpoint(
     state: dict[str, Any],
     step: int,
     keep: int = 3,
+    protect: Collection[Path] = (),
 ) -> Path:
-    """Write a checkpoint atomically, keep the newest ``keep``, return its directory.
+    """Write a checkpoint atomically, keep the newest ``keep`` (and ``protect``), return it.
 
-    ``state`` must be JSON-able (a TypeError is raised before anything is written).
+    ``state`` must be strict JSON: a TypeError or ValueError (NaN, Inf) is raised before
+    anything is written. On any failure (a full disk) the temporary folder is removed and
+    the checkpoints already there are left as they were.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
@@ -124,44 +132,51 @@ def save_checkpoint(
             "values": optimizer_values,
         },
     }
-    state_text = json.dumps(document, indent=1)
+    state_text = json.dumps(document, indent=1, allow_nan=False)
     root.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(root)
     tmp = root / f"{_TMP_PREFIX}{uuid.uuid4()}"
     tmp.mkdir()
     try:
-        save_file(cpu_copies(model.state_dict()), str(tmp / MODEL_FILE))
-        save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
-        save_file(_rng_tensors(), str(tmp / RNG_FILE))
+        _save_tensors(cpu_copies(model.state_dict()), tmp / MODEL_FILE)
+        _save_tensors(optimizer_tensors, tmp / OPTIMIZER_FILE)
+        _save_tensors(_rng_tensors(), tmp / RNG_FILE)
         (tmp / STATE_FILE).write_text(state_text, encoding="utf-8")
         files = {name: _digest(tmp / name, sync=True) for name in _DATA_FILES}
         manifest = json.dumps({"format": FORMAT, "files": files}, indent=1)
         (tmp / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
         _digest(tmp / MANIFEST_FILE, sync=True)
         _fsync_dir(tmp)
-        ms = time.time_ns() // 1_000_000
-        while (final := root / f"ckpt-{step:012d}-{ms}").exists():
-            ms += 1
+        number = 1 + max((_order(p)[0] for p in list_checkpoints(root)), default=0)
+        final = root / f"ckpt-{step:012d}-{time.time_ns() // 1_000_000}-{number:09d}"
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(root)
     logger.info("saved checkpoint %s", final)
-    _prune(root, keep, final)
+    _prune(root, keep, final, protect)
     return final
 
 
+def _order(path: Path) -> tuple[int, int, int]:
+    """(save number, step, unix ms) of a checkpoint name; save 0 for names without one."""
+    match = _CHECKPOINT_NAME.fullmatch(path.name)
+    assert match is not None
+    return int(match[3] or 0), int(match[1]), int(match[2])
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """Whether ``name`` is what :func:`save_checkpoint` names a checkpoint folder."""
+    return _CHECKPOINT_NAME.fullmatch(name) is not None
+
+
 def list_checkpoints(root: Path) -> list[Path]:
-    """The ``ckpt-*`` directories under ``root``, newest first (by step, then time)."""
+    """The ``ckpt-*`` directories under ``root``, newest first (in save order)."""
     if not root.is_dir():
         return []
-    found: list[tuple[tuple[int, int], Path]] = []
-    for entry in root.iterdir():
-        match = _CHECKPOINT_NAME.fullmatch(entry.name)
-        if match and entry.is_dir():
-            found.append(((int(match[1]), int(match[2])), entry))
-    return [path for _, path in sorted(found, key=lambda item: item[0], reverse=True)]
+    found = [p for p in root.iterdir() if _CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()]
+    return sorted(found, key=_order, reverse=True)
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -304,6 +319,21 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     return cpu_copies(tensors)
 
 
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file``, with its I/O failures (a full disk) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path))
+    except Exception as exc:  # safetensors raises its own type, the errno only in the text
+        found = _OS_ERROR.search(str(exc))
+        if isinstance(exc, OSError) or found is None:
+            raise
+        code = int(found[1])
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         tensors: dict[str, torch.Tensor] = load_file(str(path))
@@ -352,9 +382,9 @@ def _remove_leftovers(root: Path) -> None:
                 logger.warning("could not remove %s", entry, exc_info=True)
 
 
-def _prune(root: Path, keep: int, newest: Path) -> None:
+def _prune(root: Path, keep: int, newest: Path, protect: Collection[Path] = ()) -> None:
     complete = [p for p in list_checkpoints(root) if p != newest and (p / MANIFEST_FILE).is_file()]
-    kept = {newest, *complete[: keep - 1]}
+    kept = {newest, *complete[: keep - 1], *protect}
     for path in list_checkpoints(root):
         if path in kept:
             continue

@@ -7,10 +7,16 @@ weighted by ``reward``; the rest of the network, and so the anomaly and
 coherence heads, do not move. Feedback that is not validated is recorded
 only. The head's feedback optimizer lives beside the training optimizer and
 is not part of checkpoints (the head's weights are).
+
+Adjustments are targets of a tanh, so each must lie within
+``[-FEEDBACK_BOUND, FEEDBACK_BOUND]`` (1.0): a value beyond it can never be
+reached and only inflates the loss (sixteen ``1e20`` overflow it to Inf).
+Anything else is refused by :func:`check_adjustments` before a step or a count.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,6 +30,21 @@ from corteza.server.engine.trainer import Trainer
 
 MEMORY_BATCHES = 64  # batches remembered for feedback
 MEMORY_BYTES = 256 * 1024 * 1024  # and at most this much of their inputs
+FEEDBACK_BOUND = 1.0  # |adjustment| at most this: the dendrite head's tanh range
+
+
+class InvalidFeedbackError(ValueError):
+    """Adjustments the dendrite head cannot take: non-finite or beyond the bound."""
+
+
+def check_adjustments(values: list[float]) -> None:
+    """Raise :class:`InvalidFeedbackError` unless every value is finite and within the bound."""
+    for index, value in enumerate(values):
+        if not math.isfinite(value) or abs(value) > FEEDBACK_BOUND:
+            raise InvalidFeedbackError(
+                f"ajustes_aplicados[{index}] is {value:.6g}: each adjustment must be finite and "
+                f"within [-{FEEDBACK_BOUND:g}, {FEEDBACK_BOUND:g}] (the dendrite head is tanh)"
+            )
 
 
 class UnknownBatchError(LookupError):
@@ -70,7 +91,12 @@ class DendriteFeedback:
         return batch_id
 
     def step(self, batch_id: str, target: list[float], reward: float) -> FeedbackStep:
-        """One step of the dendrite head towards ``target`` on the batch's inputs."""
+        """One step of the dendrite head towards ``target`` on the batch's inputs.
+
+        Raises :class:`InvalidFeedbackError`, no step taken, for a target out of
+        bounds or a loss that is not finite.
+        """
+        check_adjustments(target)
         trainer = self.trainer
         inputs = torch.from_numpy(self._memory[batch_id]).to(trainer.device)
         trainer.model.eval()
@@ -83,6 +109,11 @@ class DendriteFeedback:
         self._optimizer.zero_grad(set_to_none=True)
         prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
         loss = F.mse_loss(prediction, goal.expand_as(prediction))
+        if not math.isfinite(float(loss.detach())):
+            self._optimizer.zero_grad(set_to_none=True)
+            raise InvalidFeedbackError(
+                f"The dendrite loss of this feedback is {float(loss.detach())}; no step was taken"
+            )
         (reward * loss).backward()  # type: ignore[no-untyped-call]
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)

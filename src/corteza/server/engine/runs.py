@@ -4,21 +4,31 @@
 is replayed, nothing trains. ``seq > next``: refused with ``next``. The
 book is saved inside every checkpoint, atomically with the weights, so after
 a restart the client resumes from the ``next_seq`` the weights really hold.
-Only the training worker's thread changes it; the lock keeps readers whole.
+Only the training worker's thread records; the lock keeps readers whole.
+
+The book is bounded: each run keeps its last ``STORED_ANSWERS`` answers, and
+beyond the runs in use (a live stream holds its run) it keeps at most
+``keep`` others, none idle longer than ``ttl`` seconds. Runs that trained
+nothing go first (a hello with a null run id opens one), then the longest
+idle. A forgotten run that comes back starts again at seq 0.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STORED_ANSWERS = 256  # answers kept per run for replays
+RUNS_KEEP = 256  # runs kept besides those in use
+RUNS_TTL = 7 * 24 * 3600.0  # seconds a run not in use is kept after its last batch
 
 
 class OutOfOrderError(Exception):
@@ -43,45 +53,101 @@ def check_run_id(run_id: str) -> str:
 
 @dataclass
 class Run:
+    """One run: seqs ``0 .. next_seq - 1`` are in the weights, each exactly once."""
+
     run_id: str
     next_seq: int = 0
-    applied: list[int] = field(default_factory=list)  # every seq trained, in order
     answers: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
+    touched: float = field(default_factory=time.time)  # unix seconds of its last batch or use
+    holders: int = 0  # live connections using it (not saved)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "next_seq": self.next_seq,
-            "applied": self.applied,
+            "touched": self.touched,
             "answers": [[seq, answer] for seq, answer in self.answers.items()],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
-        """What :meth:`to_json` wrote; ValueError or TypeError for anything else."""
+        """What :meth:`to_json` wrote; ValueError or TypeError for anything else.
+
+        ``applied`` (a list every seq, written before the book was bounded) is ignored.
+        """
         pairs = [(seq, answer) for seq, answer in data.get("answers", [])]
-        applied = list(data.get("applied", []))
-        seqs = [data["next_seq"], *applied, *(seq for seq, _ in pairs)]
+        seqs = [data["next_seq"], *(seq for seq, _ in pairs)]
         if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seqs):
             raise ValueError(f"run {data['run_id']!r:.70}: seqs must be non-negative integers")
         if not all(isinstance(answer, dict) for _, answer in pairs):
             raise ValueError(f"run {data['run_id']!r:.70}: stored answers must be objects")
         json.dumps(pairs, allow_nan=False)  # replayed as they are: they must be strict JSON
-        return cls(check_run_id(str(data["run_id"])), data["next_seq"], applied, OrderedDict(pairs))
+        touched = data.get("touched", time.time())
+        if isinstance(touched, bool) or not isinstance(touched, (int, float)):
+            raise ValueError(f"run {data['run_id']!r:.70}: touched must be a number")
+        if not math.isfinite(touched):
+            raise ValueError(f"run {data['run_id']!r:.70}: touched must be finite")
+        pairs = pairs[-STORED_ANSWERS:]
+        run_id = check_run_id(str(data["run_id"]))
+        return cls(run_id, data["next_seq"], OrderedDict(pairs), float(touched))
 
 
 class RunBook:
-    """The runs this model has trained, by id."""
+    """The runs this model has trained, by id: those in use and the last ``keep`` others.
 
-    def __init__(self) -> None:
+    ``ttl`` (seconds) forgets a run not in use that long after its last batch.
+    """
+
+    def __init__(self, keep: int = RUNS_KEEP, ttl: float = RUNS_TTL) -> None:
+        if keep < 0 or ttl <= 0:
+            raise ValueError(f"keep must be >= 0 and ttl > 0, got {keep} and {ttl}")
+        self.keep = keep
+        self.ttl = ttl
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._runs)
 
     def open(self, run_id: str | None) -> Run:
         """A known run, or a new one (a fresh id when none is given)."""
         run_id = new_run_id() if run_id is None else check_run_id(run_id)
         with self._lock:
-            return self._runs.setdefault(run_id, Run(run_id))
+            run = self._runs.get(run_id)
+            if run is None:
+                run = self._runs[run_id] = Run(run_id)
+                self._prune(spare=run_id)
+            return run
+
+    def hold(self, run_id: str | None) -> Run:
+        """:meth:`open` for a live connection; :meth:`release` when it ends."""
+        run = self.open(run_id)
+        with self._lock:
+            run.holders += 1
+            run.touched = time.time()
+        return run
+
+    def release(self, run_id: str) -> None:
+        """A live connection on ``run_id`` ended: the run may be forgotten from now on."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None and run.holders:
+                run.holders -= 1
+                run.touched = time.time()
+            self._prune()
+
+    def _prune(self, spare: str | None = None) -> None:
+        """Forget runs not in use beyond ``keep`` or idle beyond ``ttl`` (lock held)."""
+        now = time.time()
+        idle = [run for run in self._runs.values() if not run.holders and run.run_id != spare]
+        if len(idle) <= self.keep and all(now - run.touched <= self.ttl for run in idle):
+            return
+        # Untrained runs hold nothing worth keeping: they go first, then the longest idle.
+        idle.sort(key=lambda run: (run.next_seq > 0, run.touched), reverse=True)
+        for position, run in enumerate(idle):
+            if position >= self.keep or now - run.touched > self.ttl:
+                del self._runs[run.run_id]
 
     def get(self, run_id: str) -> Run | None:
         with self._lock:
@@ -94,6 +160,7 @@ class RunBook:
         """
         run = self.open(run_id)
         with self._lock:
+            run.touched = time.time()
             if seq == run.next_seq:
                 return None
             if seq > run.next_seq:
@@ -102,12 +169,14 @@ class RunBook:
 
     def record(self, run_id: str, seq: int, answer: dict[str, Any]) -> None:
         """Mark ``seq`` applied (the caller trained it) and keep its answer."""
-        run = self.open(run_id)
         with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:  # forgotten by another thread's prune since decide(): still trained
+                run = self._runs[run_id] = Run(check_run_id(run_id), next_seq=seq)
             if seq != run.next_seq:  # only the worker records, right after decide()
                 raise OutOfOrderError(run_id, seq, run.next_seq)
             run.next_seq += 1
-            run.applied.append(seq)
+            run.touched = time.time()
             run.answers[seq] = answer
             while len(run.answers) > STORED_ANSWERS:
                 run.answers.popitem(last=False)
@@ -124,4 +193,8 @@ class RunBook:
     def load_json(self, data: list[dict[str, Any]]) -> None:
         runs = {run.run_id: run for run in map(Run.from_json, data)}
         with self._lock:
+            held = {run_id: run.holders for run_id, run in self._runs.items() if run.holders}
+            for run_id, holders in held.items():  # a live connection keeps holding its run
+                runs.setdefault(run_id, Run(run_id)).holders = holders
             self._runs = runs
+            self._prune()

@@ -1,6 +1,9 @@
 """Training statistics: the seed's fields plus step, throughput, best loss and trend.
 
 The worker thread writes, request handlers read; one lock keeps snapshots whole.
+Every number kept here is finite: an update carrying NaN or Inf is refused whole
+(ValueError, nothing changed), so neither ``/status`` nor a checkpoint's
+``state.json`` can ever hold one.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class TrainingStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
         self.started = time.monotonic()
         self.total_samples = 0
         self.total_batches = 0
@@ -62,7 +68,16 @@ class TrainingStats:
         self.feedback_validated = 0
         self.dendrite_loss: float | None = None  # of the last validated feedback
 
+    def reset(self) -> None:
+        """Start the statistics afresh (the model and its runs are not statistics)."""
+        with self._lock:
+            self._clear()
+
     def record_batch(self, result: TrainResult) -> None:
+        """Count a trained batch; ValueError, nothing counted, for a non-finite figure."""
+        figures = [*result.losses, result.seconds, float(result.probabilities.mean())]
+        if not result.losses or not all(math.isfinite(v) for v in figures):
+            raise ValueError(f"refusing statistics of a batch with non-finite figures: {figures}")
         with self._lock:
             self.total_samples += result.batch_size
             self.total_batches += 1
@@ -125,6 +140,9 @@ class TrainingStats:
             self.started = time.monotonic() - float(elapsed)
 
     def record_feedback(self, validated: bool, dendrite_loss: float | None = None) -> None:
+        """Count a feedback; ValueError, nothing counted, for a non-finite loss."""
+        if dendrite_loss is not None and not math.isfinite(dendrite_loss):
+            raise ValueError(f"refusing a non-finite dendrite loss: {dendrite_loss}")
         with self._lock:
             self.feedback_received += 1
             self.feedback_validated += int(validated)
@@ -168,14 +186,16 @@ class TrainingStats:
             recent = list(self.recent_losses)
             detected = self.anomalies_detected
             rate = self._success_rate()
+            received = self.feedback_received
+            dendrite_loss = self.dendrite_loss
         label, slope = loss_trend(recent[-window:])
         return {
             "ultimos_20_losses": recent[-20:],
             "tendencia": label,
             "anomalias_detectadas": detected,
             "feedback_tasa_exito": rate,
-            "feedback_received": self.feedback_received,
-            "dendrite_loss": self.dendrite_loss,
+            "feedback_received": received,
+            "dendrite_loss": dendrite_loss,
             "slope": slope,
             "window": min(window, len(recent)),
         }

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from corteza.model import (
     CortezaCognitiva,
     CortezaOutput,
+    LossTerms,
     LossWeights,
     ModelConfig,
     anomaly_probability,
@@ -35,7 +36,16 @@ PREDICT_CHUNK = 256  # samples per forward pass when predicting
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or Inf; the step that produced it was not applied."""
+    """The loss became NaN or Inf; the step that produced it was not applied.
+
+    ``partial`` is what the epochs before it applied (None when it was the first):
+    those steps are in the weights, so the worker records the batch as trained
+    with that many epochs rather than let a retry train them a second time.
+    """
+
+    def __init__(self, message: str, partial: TrainResult | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class Trainer:
         if batch.coherence_target is not None:
             coherence_target = self._to_device(batch.coherence_target)
         losses: list[float] = []
-        output: CortezaOutput | None = None
+        applied: tuple[CortezaOutput, LossTerms] | None = None  # of the last applied step
         self.model.train()
         for epoch in range(batch.epochs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -161,9 +171,17 @@ class Trainer:
                 )
             loss = float(terms.total.detach())
             if not np.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                if applied is None:
+                    raise TrainingDivergedError(
+                        f"Training diverged: the loss became {loss} at epoch {epoch + 1} of "
+                        "this batch; that step was not applied"
+                    )
                 raise TrainingDivergedError(
                     f"Training diverged: the loss became {loss} at epoch {epoch + 1} of this "
-                    "batch; that step was not applied"
+                    f"batch; that step was not applied, the {epoch} before it were and count "
+                    "as this batch",
+                    self._result(batch, losses, *applied, started),
                 )
             terms.total.backward()  # type: ignore[no-untyped-call]
             if self.settings.max_grad_norm is not None:
@@ -171,7 +189,19 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             losses.append(loss)
-        assert output is not None  # epochs >= 1 is validated upstream
+            applied = output, terms
+        assert applied is not None  # epochs >= 1 is validated upstream
+        return self._result(batch, losses, *applied, started)
+
+    def _result(
+        self,
+        batch: Batch,
+        losses: list[float],
+        output: CortezaOutput,
+        terms: LossTerms,
+        started: float,
+    ) -> TrainResult:
+        """The result of ``len(losses)`` applied steps; outputs from the last one's forward."""
         head_losses = {
             "anomaly": float(terms.anomaly.detach()),
             "dendrite": None if terms.dendrite is None else float(terms.dendrite.detach()),
@@ -180,8 +210,8 @@ class Trainer:
         probabilities = anomaly_probability(output).detach().float().cpu().numpy()
         return TrainResult(
             batch_size=batch.size,
-            epochs=batch.epochs,
-            losses=losses,
+            epochs=len(losses),
+            losses=list(losses),
             probabilities=probabilities,
             dendrites=output.dendrites.detach().float().mean(dim=0).cpu().tolist(),
             coherence=output.coherence.detach().float().mean(dim=0).cpu().tolist(),

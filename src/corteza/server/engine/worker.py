@@ -20,10 +20,16 @@ from numpy.typing import NDArray
 
 from corteza.server.checkpoints.checkpointer import Checkpointer
 from corteza.server.engine.answers import train_answer
-from corteza.server.engine.feedback import DendriteFeedback, FeedbackStep
+from corteza.server.engine.feedback import DendriteFeedback, FeedbackStep, check_adjustments
 from corteza.server.engine.runs import RunBook
 from corteza.server.engine.stats import TrainingStats
-from corteza.server.engine.trainer import Diagnosis, Predictions, Trainer
+from corteza.server.engine.trainer import (
+    Diagnosis,
+    Predictions,
+    Trainer,
+    TrainingDivergedError,
+    TrainResult,
+)
 from corteza.server.observe.events import TrainingEvents
 from corteza.wire import Batch
 
@@ -90,17 +96,40 @@ class TrainingWorker:
                 stored = self.runs.decide(run_id, seq)
                 if stored is not None:
                     return {**stored, "replayed": True}
-            result = self.trainer.train_batch(batch)
-            self.stats.record_batch(result)
-            answer = train_answer(result, run_id, seq, self.feedback.remember(batch.inputs))
-            if run_id is not None and seq is not None:
-                self.runs.record(run_id, seq, answer)
-            if self.events is not None:
-                self.events.batch_trained(result, answer)
-            self.checkpointer.batch_done()
-            return answer
+            try:
+                result = self.trainer.train_batch(batch)
+            except TrainingDivergedError as exc:
+                if exc.partial is not None:  # epochs before the divergence are in the weights
+                    self._record(
+                        batch, exc.partial, run_id, seq, diverged=len(exc.partial.losses) + 1
+                    )
+                raise
+            return self._record(batch, result, run_id, seq)
 
         return self._submit(job)
+
+    def _record(
+        self,
+        batch: Batch,
+        result: TrainResult,
+        run_id: str | None,
+        seq: int | None,
+        diverged: int | None = None,
+    ) -> dict[str, Any]:
+        """Count a trained batch, record ``(run_id, seq)``, tell the listeners; its answer.
+
+        ``diverged`` is the epoch that was refused when only the ones before it trained.
+        """
+        self.stats.record_batch(result)
+        answer = train_answer(result, run_id, seq, self.feedback.remember(batch.inputs))
+        if diverged is not None:
+            answer["diverged_at_epoch"] = diverged
+        if run_id is not None and seq is not None:
+            self.runs.record(run_id, seq, answer)
+        if self.events is not None:
+            self.events.batch_trained(result, answer)
+        self.checkpointer.batch_done()
+        return answer
 
     async def train(
         self, batch: Batch, run_id: str | None = None, seq: int | None = None
@@ -112,10 +141,12 @@ class TrainingWorker:
     ) -> tuple[str | None, FeedbackStep | None]:
         """Record feedback; a validated one also takes a step on the dendrite head.
 
-        Raises :class:`UnknownBatchError` (nothing recorded) for an unknown batch.
-        Before any batch, feedback without a ``batch_id`` is recorded only, as
-        the seed's server did.
+        Raises :class:`UnknownBatchError` (nothing recorded) for an unknown batch
+        and :class:`InvalidFeedbackError` (nothing recorded) for adjustments that
+        are not finite or lie beyond the bound. Before any batch, feedback without a
+        ``batch_id`` is recorded only, as the seed's server did.
         """
+        check_adjustments(target)  # validated or not: counted feedback is well-formed
 
         def job() -> tuple[str | None, FeedbackStep | None]:
             resolved = self.feedback.resolve(batch_id)
@@ -131,7 +162,10 @@ class TrainingWorker:
         return await self.run(job)
 
     async def checkpoint(self) -> Path | None:
-        """Save a checkpoint after the batches already queued."""
+        """Save a checkpoint after the batches already queued.
+
+        Raises :class:`CheckpointSaveError` when the save fails (recorded and published too).
+        """
         return await self.run(self.checkpointer.save)
 
     async def predict(self, inputs: NDArray[np.float32]) -> Predictions:
@@ -143,5 +177,5 @@ class TrainingWorker:
     def shutdown(self) -> None:
         """Finish the jobs queued, save a checkpoint, stop the thread."""
         if self.checkpointer.enabled:
-            self._executor.submit(self.checkpointer.save, "shutdown")
+            self._executor.submit(self.checkpointer.try_save, "shutdown")
         self._executor.shutdown(wait=True)

@@ -8,6 +8,8 @@ Prometheus histograms listen. Types and their fields:
 - ``feedback`` {batch_id, validated, reward, dendrite_loss, received, validated_total,
   success_rate}
 - ``checkpoint_saved`` {step, name, bytes, seconds, reason}
+- ``checkpoint_failed`` {step, reason, error, consecutive_failures, retry_in_seconds,
+  last_good}: a save failed (training goes on; ``last_good`` is the newest checkpoint)
 - ``run_started`` {run_id}: the first batch of a run trained by this process
 - ``run_finished`` {run_id, batches, last_loss}: the client closed the run's stream
   cleanly (close code 1000), or ``POST /v1/runs/{run_id}/finish`` for a run sent by REST
@@ -31,7 +33,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,7 @@ EVENT_TYPES = (
     "batch_trained",
     "feedback",
     "checkpoint_saved",
+    "checkpoint_failed",
     "run_started",
     "run_finished",
     "stalled",
@@ -54,6 +57,7 @@ EVENT_TYPES = (
 )
 DEFAULT_CAPACITY = 1000  # events kept for replay
 SUBSCRIBER_LIMIT = 500  # events a subscriber may fall behind before it is dropped
+RUNS_FOLLOWED = 1024  # runs whose progress is followed for run_finished; the oldest go
 STREAM_PATH = "/v1/train/stream"
 NORMAL_CLOSURE = 1000
 
@@ -244,7 +248,7 @@ class TrainingEvents:
         self.loss_below = loss_below
         self.stall_seconds = stall_seconds
         self._best = best_loss  # the best loss announced (or the first one seen)
-        self._runs: dict[str, _RunProgress] = {}
+        self._runs: OrderedDict[str, _RunProgress] = OrderedDict()  # least recent first
         self._lock = threading.Lock()
         self._last_batch: float | None = None  # monotonic time of the latest batch
         self._last_step = 0
@@ -270,6 +274,9 @@ class TrainingEvents:
                 progress = self._runs.setdefault(run_id, _RunProgress())
                 progress.batches += 1
                 progress.last_loss = loss
+                self._runs.move_to_end(run_id)
+                while len(self._runs) > RUNS_FOLLOWED:  # a client that never closes its run
+                    self._runs.popitem(last=False)
             previous = self._best
             improved = previous is not None and (
                 loss < previous - self.margin * abs(previous)

@@ -94,10 +94,17 @@ class ServerMetrics:
             ["route", "method"],
             registry=self.registry,
         )
+        self.checkpoint_failures = Counter(
+            "corteza_checkpoint_failures",
+            "Checkpoint saves that failed (training went on).",
+            registry=self.registry,
+        )
 
     def on_event(self, event: Event) -> None:
         if event.type == "batch_trained":
             self.batch_seconds.observe(event.data["seconds"])
+        elif event.type == "checkpoint_failed":
+            self.checkpoint_failures.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,7 @@
 """Webhooks: news of the training POSTed to URLs fixed at start, signed, retried, never blocking.
 
-Events sent: ``loss_improved``, ``checkpoint_saved``, ``run_finished``, ``stalled``.
+Events sent: ``loss_improved``, ``checkpoint_saved``, ``checkpoint_failed``, ``run_finished``,
+``stalled``.
 The JSON format's body is ``{"id", "type", "timestamp", "data"}`` (``id`` a
 uuid, ``timestamp`` the event's time in ISO 8601); the Slack format's is
 ``{"text": "corteza: new best loss 0.1234 at step 500 (was 0.1301)"}``. Every
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_EVENTS = frozenset({"loss_improved", "checkpoint_saved", "run_finished", "stalled"})
+WEBHOOK_EVENTS = frozenset(
+    {"loss_improved", "checkpoint_saved", "checkpoint_failed", "run_finished", "stalled"}
+)
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before each retry
 QUEUE_LIMIT = 1000  # deliveries waiting, retries included
 REQUEST_TIMEOUT = 5.0  # seconds per attempt
@@ -79,6 +82,11 @@ def slack_text(event: Event) -> str:
         return (
             f"corteza: checkpoint {d['name']} saved at step {d['step']} "
             f"({d['bytes'] / 1e6:.1f} MB in {d['seconds']:.1f} s, {d['reason']})"
+        )
+    if event.type == "checkpoint_failed":
+        return (
+            f"corteza: checkpoint failed at step {d['step']} ({d['consecutive_failures']} in a "
+            f"row; training goes on, nothing newer is durable): {d['error']}"
         )
     if event.type == "run_finished":
         last = "" if d["last_loss"] is None else f", last loss {d['last_loss']:.4f}"

@@ -1,18 +1,32 @@
-"""``POST /v1/checkpoint`` saves now; ``GET /v1/checkpoint[/files/NAME]`` downloads the latest.
+"""``POST /v1/checkpoint`` saves now; ``GET /v1/checkpoint`` names the latest, and
+``GET /v1/checkpoints/{checkpoint}/files/{name}`` downloads one file of a named one.
+
+A pull lists once, then fetches every file of the checkpoint it was given, by
+name: a save in between cannot mix two checkpoints. Each request spares that
+checkpoint from pruning for ``PIN_SECONDS``, and a file is streamed from a
+descriptor opened before the answer starts, so a prune mid-download removes
+nothing that is being read. A checkpoint that is gone is a 404, never a 500.
+``GET /v1/checkpoint/files/{name}`` (the latest, whatever it is now) stays for
+older clients.
 
 ``/v1/checkpoint/uploads`` pushes one back (the logic is in ``checkpoints/uploads.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from corteza.server.checkpoints.checkpointer import CheckpointSaveError
+from corteza.server.checkpoints.store import is_checkpoint_name
 from corteza.server.checkpoints.uploads import UploadError, chunk_offset
 from corteza.server.checkpoints.validate import CheckpointError
 from corteza.server.edge.deps import StateDep
@@ -24,6 +38,7 @@ from corteza.wire import ErrorType
 router = APIRouter(prefix="/v1", tags=["checkpoints"])
 
 MANIFEST = "MANIFEST.json"
+BLOCK = 1 << 20  # bytes read per chunk of a download
 
 
 def _require(state: ServerState) -> Path:
@@ -36,11 +51,17 @@ def _require(state: ServerState) -> Path:
     return state.checkpointer.root
 
 
-@router.post("/checkpoint", summary="Save a checkpoint now", responses=error_responses(409))
+@router.post("/checkpoint", summary="Save a checkpoint now", responses=error_responses(409, 503))
 async def save_checkpoint(state: StateDep) -> dict[str, Any]:
-    """Saves after the batches already queued; answers where and what it holds."""
+    """Saves after the batches already queued; answers where and what it holds.
+
+    A save that fails (a full disk) is a 503 ``checkpoint_failed``; training goes on.
+    """
     _require(state)
-    path = await state.worker.checkpoint()
+    try:
+        path = await state.worker.checkpoint()
+    except CheckpointSaveError as exc:
+        raise ApiError(503, str(exc), ErrorType.CHECKPOINT_FAILED) from exc
     assert path is not None
     return {
         "status": "saved",
@@ -50,38 +71,120 @@ async def save_checkpoint(state: StateDep) -> dict[str, Any]:
     }
 
 
-def _manifest(state: ServerState) -> tuple[Path, dict[str, Any]]:
+def _gone(name: str) -> ApiError:
+    return ApiError(
+        404,
+        f"Checkpoint {name[:80]!r} is not on this server (pruned, or never saved): pull again",
+        ErrorType.NOT_FOUND,
+    )
+
+
+def _read_manifest(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The manifest's bytes and files of checkpoint ``path``; 404 when it is gone."""
+    try:
+        data = (path / MANIFEST).read_bytes()
+        files = json.loads(data)["files"]
+    except FileNotFoundError as exc:
+        raise _gone(path.name) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ApiError(
+            404, f"Checkpoint {path.name} has no readable manifest", ErrorType.NOT_FOUND
+        ) from exc
+    if not isinstance(files, dict):
+        raise ApiError(404, f"Checkpoint {path.name} has no readable manifest", ErrorType.NOT_FOUND)
+    return data, files
+
+
+def _latest(state: ServerState) -> Path:
     _require(state)
     path = state.checkpointer.last_path
-    if path is None or not (path / MANIFEST).exists():
+    if path is None:
         raise ApiError(
             404, "No checkpoint saved yet: POST /v1/checkpoint first", ErrorType.NOT_FOUND
         )
-    manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text())
-    return path, manifest
+    return path
+
+
+def _named(state: ServerState, checkpoint: str) -> Path:
+    """Checkpoint ``checkpoint`` of this server's folder: one name it wrote, or 404."""
+    root = _require(state)
+    if not is_checkpoint_name(checkpoint) or not (root / checkpoint).is_dir():
+        raise _gone(checkpoint)
+    return root / checkpoint
 
 
 @router.get(
     "/checkpoint",
-    summary="Describe the latest checkpoint: its files with sizes and sha256",
+    summary="Name the latest checkpoint: its files with sizes and sha256",
     responses=error_responses(404, 409),
 )
 async def latest_checkpoint(state: StateDep) -> dict[str, Any]:
-    path, manifest = _manifest(state)
-    return {"checkpoint": path.name, "files": manifest.get("files", {}), "manifest": MANIFEST}
+    """``checkpoint`` is its name: fetch its files from ``/v1/checkpoints/{checkpoint}/...``.
+
+    ``manifest_sha256`` lets the puller check the manifest it downloads is this one.
+    """
+    path = _latest(state)
+    state.checkpointer.pin(path.name)
+    data, files = await run_in_threadpool(_read_manifest, path)
+    return {
+        "checkpoint": path.name,
+        "files": files,
+        "manifest": MANIFEST,
+        "manifest_sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _open(path: Path, name: str, files: dict[str, Any]) -> tuple[IO[bytes], int]:
+    # Only names the manifest lists (or the manifest itself): never a client-made path.
+    if name != MANIFEST and name not in files:
+        raise ApiError(404, f"No file {name[:80]!r} in checkpoint {path.name}", ErrorType.NOT_FOUND)
+    try:
+        file = (path / name).open("rb")
+    except FileNotFoundError as exc:
+        raise _gone(path.name) from exc
+    return file, os.fstat(file.fileno()).st_size
+
+
+async def _download(state: ServerState, path: Path, name: str) -> StreamingResponse:
+    state.checkpointer.pin(path.name)
+    _, files = await run_in_threadpool(_read_manifest, path)
+    file, size = await run_in_threadpool(_open, path, name, files)
+
+    async def blocks() -> AsyncIterator[bytes]:
+        try:
+            while block := await run_in_threadpool(file.read, BLOCK):
+                yield block
+        finally:
+            file.close()
+
+    return StreamingResponse(
+        blocks(),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Corteza-Checkpoint": path.name,
+        },
+    )
+
+
+@router.get(
+    "/checkpoints/{checkpoint}/files/{name}",
+    summary="Download one file of a named checkpoint (streamed from disk)",
+    responses=error_responses(404, 409),
+)
+async def named_checkpoint_file(checkpoint: str, name: str, state: StateDep) -> StreamingResponse:
+    """404 once the checkpoint is pruned: list ``/v1/checkpoint`` again and restart the pull."""
+    return await _download(state, _named(state, checkpoint), name)
 
 
 @router.get(
     "/checkpoint/files/{name}",
-    summary="Download one file of the latest checkpoint (streamed from disk)",
+    summary="Download one file of the latest checkpoint (older clients; see /v1/checkpoints)",
     responses=error_responses(404, 409),
 )
-async def checkpoint_file(name: str, state: StateDep) -> FileResponse:
-    path, manifest = _manifest(state)
-    # Only names the manifest lists (or the manifest itself): never a client-made path.
-    if name != MANIFEST and name not in manifest.get("files", {}):
-        raise ApiError(404, f"No file {name[:80]!r} in checkpoint {path.name}", ErrorType.NOT_FOUND)
-    return FileResponse(path / name, media_type="application/octet-stream", filename=name)
+async def checkpoint_file(name: str, state: StateDep) -> StreamingResponse:
+    return await _download(state, _latest(state), name)
 
 
 # ------------------------------------------------------------------ uploads (push)

@@ -34,6 +34,8 @@ async def status(state: StateDep) -> StatusResponse:
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "queue_depth": state.worker.queue_depth,
+            "checkpoints": state.checkpointer.health(),
+            "runs": len(state.runs),
         }
     )
 

@@ -15,16 +15,20 @@ from corteza.wire import ErrorType
 router = APIRouter(prefix="/v1", tags=["training"])
 
 
-@router.get(
-    "/runs/{run_id}", summary="A run's next seq and applied seqs", responses=error_responses(404)
-)
+@router.get("/runs/{run_id}", summary="A run's next seq", responses=error_responses(404))
 async def run_record(run_id: str, state: StateDep) -> dict[str, Any]:
-    """``applied`` lists every seq trained into these weights, in order: a complete
-    run without loss or repetition reads ``0, 1, 2, ... next_seq - 1``."""
+    """Seqs ``0 .. next_seq - 1`` are in these weights, each exactly once; ``live`` when a
+    stream is using the run; ``updated_at`` (unix seconds) its last batch or use. A run
+    not in use is forgotten after a while (404), as the server's run book is bounded."""
     run = state.runs.get(run_id)
     if run is None:
         raise ApiError(404, f"No run {run_id[:64]!r} on this server", ErrorType.NOT_FOUND)
-    return {"run_id": run_id, "next_seq": run.next_seq, "applied": list(run.applied)}
+    return {
+        "run_id": run_id,
+        "next_seq": run.next_seq,
+        "live": run.holders > 0,
+        "updated_at": run.touched,
+    }
 
 
 @router.post(

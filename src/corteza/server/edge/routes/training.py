@@ -16,7 +16,7 @@ from corteza.server.edge.errors import ApiError
 from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.openapi import binary_body, error_responses, request_body
 from corteza.server.engine.answers import now_iso
-from corteza.server.engine.feedback import UnknownBatchError
+from corteza.server.engine.feedback import InvalidFeedbackError, UnknownBatchError
 from corteza.server.engine.runs import OutOfOrderError, check_run_id
 from corteza.server.engine.trainer import TrainingDivergedError
 from corteza.wire import (
@@ -193,6 +193,8 @@ async def feedback_dendritas(feedback: FeedbackRequest, state: StateDep) -> Feed
         )
     except UnknownBatchError as exc:
         raise ApiError(404, str(exc), ErrorType.UNKNOWN_BATCH) from exc
+    except InvalidFeedbackError as exc:
+        raise ApiError(422, str(exc), ErrorType.INVALID_FEEDBACK) from exc
     return FeedbackResponse.model_validate(
         {
             "validacion": feedback.validacion,
