@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -55,3 +58,26 @@ def test_a_last_event_id_that_int_refuses_is_a_422(
     answer = http.get("/v1/events", headers={b"Last-Event-ID": value})
     assert answer.status_code == 422
     assert answer.json() == {"status": "error", "error": message, "error_type": "invalid_request"}
+
+
+@pytest.mark.parametrize("path", ["/train_layer2", "/v1/predict"])
+def test_a_client_that_leaves_mid_body_is_one_warning(
+    server: LiveServer, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    caplog.set_level(logging.WARNING)
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()
+            + b'{"samples": [' * 10
+        )
+    deadline = time.monotonic() + 30
+    while not [r for r in caplog.records if r.levelno >= logging.WARNING]:
+        assert time.monotonic() < deadline, "the server logged nothing"
+        time.sleep(0.05)
+    time.sleep(0.2)  # anything else it logs for this request comes now
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in records] == [
+        ("WARNING", f"client left before its request body was read: POST {path}", None)
+    ]

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza.wire import BatchError, ErrorType, error_body
@@ -150,6 +151,12 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer, nothing broken
+            logger.warning(
+                "client left before its request body was read: %s %s",
+                scope.get("method"),
+                scope.get("path"),
+            )
         except Exception:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:  # too late for a status; close the response as it stands
