@@ -256,3 +256,23 @@ def test_make_data_does_not_overwrite_without_force(tmp_path: Path) -> None:
     assert code == 0
     with np.load(path) as saved:
         assert saved["X"].shape == (10, 12)
+
+
+# ------------------------------------------------------------------ 1, 9: the server's cap
+
+
+@pytest.fixture
+def capped() -> Iterator[LiveServer]:
+    live = start_server(Settings(model=TINY, seed=0, max_batch_samples=64))
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+def test_predict_scores_a_file_larger_than_the_servers_cap(
+    capped: LiveServer, data_file: Path
+) -> None:
+    code, out, err = corteza("predict", str(data_file), "--server", capped.url, "--json")
+    assert code == 0, err
+    assert json.loads(out)["samples"] == 120  # two requests: 64 and 56

@@ -32,7 +32,7 @@ from corteza.cli.common import (
 from corteza.client import Client, InvalidDataError, OnnxModel, Predictions, open_dataset
 from corteza.client.data.metrics import roc_auc
 
-CHUNK = 1024  # samples per request (or per local run)
+CHUNK = 1024  # samples per request (or per local run), unless the server takes fewer
 OUT_FORMATS = (".npz", ".csv")
 
 
@@ -64,15 +64,14 @@ def predict(
             )
         chosen = None if model is not None else target(server)
         dataset = open_dataset(data)
-    chunks = [dataset.X[i : i + CHUNK] for i in range(0, len(dataset), CHUNK)]
     with clear_errors(debug, as_json=as_json, server=chosen):
         if chosen is None:
             assert model is not None
             local = OnnxModel(model)
-            parts = [local.predict(chunk) for chunk in chunks]
+            parts = [local.predict(dataset.X[i : i + CHUNK]) for i in range(0, len(dataset), CHUNK)]
         else:
             with Client(chosen.url, token=token) as client:
-                parts = [client.predict(chunk) for chunk in chunks]
+                parts = score(client, dataset.X)
         probs = np.concatenate([p.anomaly_prob for p in parts])
         if out is not None:
             _save(out, probs, parts)
@@ -94,6 +93,13 @@ def predict(
             + ("" if auc is None else f", ROC-AUC {auc:.3f} against the file's labels")
             + ("" if out is None else f"; wrote {out}")
         )
+
+
+def score(client: Client, inputs: NDArray[np.float32]) -> list[Predictions]:
+    """The server's predictions for ``inputs``, in requests no larger than it takes."""
+    limits = client.info().limits
+    step = CHUNK if limits is None else max(1, min(CHUNK, limits.max_batch_samples))
+    return [client.predict(inputs[i : i + step]) for i in range(0, len(inputs), step)]
 
 
 def _check_out(out: Path) -> None:
