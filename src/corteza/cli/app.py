@@ -6,6 +6,7 @@ import typer
 
 from corteza._version import __version__
 from corteza.cli import checkpoints, connect, inspect, make_data, predict, serve, train, watch
+from corteza.cli.common import Command, Group
 
 app = typer.Typer(
     name="corteza",
@@ -13,18 +14,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 app.command("serve", **serve.COMMAND_OPTIONS)(serve.serve)
-app.command("demo")(train.demo)
-app.command("train")(train.train)
-app.command("make-data")(make_data.make_data)
-app.command("connect")(connect.connect)
-app.command("predict")(predict.predict)
-app.command("pull")(checkpoints.pull)
-app.command("push")(checkpoints.push)
-app.command("watch")(watch.watch)
+app.command("demo", cls=Command)(train.demo)
+app.command("train", cls=Command)(train.train)
+app.command("make-data", cls=Command)(make_data.make_data)
+app.command("connect", cls=Command)(connect.connect)
+app.command("predict", cls=Command)(predict.predict)
+app.command("pull", cls=Command)(checkpoints.pull)
+app.command("push", cls=Command)(checkpoints.push)
+app.command("watch", cls=Command)(watch.watch)
 for _command in (inspect.status, inspect.info, inspect.metrics, inspect.diagnose, inspect.feedback):
-    app.command()(_command)
+    app.command(cls=Command)(_command)
 
 
 def _version(value: bool) -> None:

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperCommand, TyperOption
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from corteza.client import ConnectError, CortezaError, InvalidDataError, InvalidRequestError
 from corteza.client.config import DEFAULT_URL, URL_ENV
@@ -80,6 +80,17 @@ DebugOption = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 USAGE_REQUIRED = re.compile(r"\{(.+)\}(\.\.\.)?")  # typer's usage for a required argument
 
 
+def _plain_help(params: list[Any]) -> None:
+    """Help texts as plain text (not rich markup) and flags without a ``<bool>`` type."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        help_text = getattr(param, "help", None)
+        if help_text and not getattr(param, "_corteza_plain", False):
+            param.help = escape(help_text)
+            param._corteza_plain = True
+
+
 class Command(TyperCommand):
     """typer's command, with help that says what it means.
 
@@ -89,18 +100,20 @@ class Command(TyperCommand):
     """
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
-                param.metavar = ""
-            help_text = getattr(param, "help", None)
-            if help_text and not getattr(param, "_corteza_plain", False):
-                param.help = escape(help_text)  # type: ignore[attr-defined]
-                param._corteza_plain = True  # type: ignore[attr-defined]
+        _plain_help(self.get_params(ctx))
         super().format_help(ctx, formatter)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = super().collect_usage_pieces(ctx)
         return [USAGE_REQUIRED.sub(lambda m: m[1].upper() + (m[2] or ""), p) for p in pieces]
+
+
+class Group(TyperGroup):
+    """The root command, with :class:`Command`'s plain help."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_help(self.get_params(ctx))
+        super().format_help(ctx, formatter)
 
 
 @dataclass(frozen=True)
