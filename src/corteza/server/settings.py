@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     )
     checkpoint_keep: int = Field(default=3, ge=1, description="checkpoints kept")
     stream_window: int = Field(default=16, ge=1, le=256, description="largest window granted")
+    runs_keep: int = Field(
+        default=256, ge=0, description="runs not in use remembered for resuming (newest first)"
+    )
+    runs_keep_hours: float = Field(
+        default=168.0, gt=0, description="how long a run not in use is remembered"
+    )
     # Observability (see corteza.server.observe.events and corteza.server.observe.webhooks).
     webhooks: list[str] = Field(
         default_factory=list, description="http(s) URLs told of news; fixed at start"

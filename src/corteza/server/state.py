@@ -44,7 +44,7 @@ class ServerState:
         """The model, resumed from the newest checkpoint that verifies, and its worker."""
         trainer = Trainer(settings)
         stats = TrainingStats()
-        runs = RunBook()
+        runs = RunBook(keep=settings.runs_keep, ttl=settings.runs_keep_hours * 3600)
         events = EventBus()
         checkpointer = Checkpointer(settings, trainer, stats, runs, events)
         checkpointer.resume()
