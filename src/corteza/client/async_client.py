@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from corteza.client.calls import Call, M, feedback_call, parse_answer
-from corteza.client.client import Predictions, WireFormat, _ClientBase
+from corteza.client.client import BaseClient, Predictions, WireFormat
 from corteza.client.config import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from corteza.client.events import Event, aiter_events
 from corteza.client.inference import EXPORT_PATH, Progress, export_to
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AsyncClient(_ClientBase):
+class AsyncClient(BaseClient):
     """The asynchronous twin of :class:`Client`, with the same methods awaited.
 
     >>> async with AsyncClient("http://127.0.0.1:8000") as client:  # doctest: +SKIP

@@ -4,7 +4,7 @@ It and :class:`~corteza.client.async_client.AsyncClient` share one
 description of each call (:class:`~corteza.client.calls.Call`), one way of
 turning an answer into a result or an exception
 (:func:`~corteza.client.calls.parse_answer`) and one retry policy
-(:class:`_ClientBase`); they differ only in how they send.
+(:class:`BaseClient`); they differ only in how they send.
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ class Predictions:
     coherence: NDArray[np.float32]  # (B, 64)
 
 
-class _ClientBase:
-    """What both clients share: where the server is, headers, and call descriptions."""
+class BaseClient:
+    """What both clients share: where the server is, headers, call descriptions and the retry
+    policy. Use :class:`Client` or :class:`~corteza.client.async_client.AsyncClient`."""
 
     def __init__(
         self,
@@ -204,7 +205,7 @@ class _ClientBase:
         )
 
 
-class Client(_ClientBase):
+class Client(BaseClient):
     """Talks to one corteza server.
 
     >>> with Client("http://127.0.0.1:8000") as client:  # doctest: +SKIP
@@ -241,6 +242,7 @@ class Client(_ClientBase):
             wire_format=wire_format,
             wire_dtype=wire_dtype,
         )
+        self._sockets = transport is None or isinstance(transport, httpx.HTTPTransport)
         self._http = httpx.Client(
             base_url=self.url,
             headers=self._headers,
@@ -288,7 +290,7 @@ class Client(_ClientBase):
     def has_socket(self) -> bool:
         """Whether requests go over real sockets (not an injected transport, such as an
         ASGI app, that has no socket for a WebSocket)."""
-        return isinstance(self._http._transport, httpx.HTTPTransport)
+        return self._sockets
 
     def send_to(self, url: str, call: Call[Any], token: str | None) -> httpx.Response:
         """Send ``call`` once to the server at ``url`` (maybe not :attr:`url`: a tunnel that
