@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from corteza.client import free_port
 from corteza.model import ModelConfig
 from corteza.server import Settings
-from corteza.server.launch.tunnel import TunnelledServer
+from corteza.server.launch.server import TunnelledServer
 from corteza.server.state import ServerState
 
 TINY = ModelConfig.tiny()

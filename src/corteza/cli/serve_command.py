@@ -25,8 +25,8 @@ from corteza.server.edge.policy import (
     resolve_token,
     server_url,
 )
+from corteza.server.launch.server import serve as serve_forever
 from corteza.server.launch.tunnel import TunnelError
-from corteza.server.launch.tunnel import serve as serve_forever
 from corteza.server.settings import Settings
 
 logger = logging.getLogger(__name__)

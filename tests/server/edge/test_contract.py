@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import samples
 
-CONTRACT = Path(__file__).parent.parent / "contract"
+CONTRACT = Path(__file__).parents[2] / "contract"
 
 
 def _load(route: str) -> dict[str, Any]:

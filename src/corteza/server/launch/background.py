@@ -20,7 +20,8 @@ from typing import Any
 
 from corteza.model import PRESETS
 from corteza.server.edge.policy import connect_command, dashboard_url, resolve_token
-from corteza.server.launch.tunnel import TunnelledServer, make_tunnel
+from corteza.server.launch.server import TunnelledServer
+from corteza.server.launch.tunnel import make_tunnel
 from corteza.server.settings import Settings
 
 logger = logging.getLogger(__name__)
