@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corteza._version import __version__
+from corteza.server.edge.connections import ConcurrencyCapMiddleware
 from corteza.server.edge.errors import UnexpectedErrorMiddleware, install_error_handlers
 from corteza.server.edge.routes import (
     checkpoints,
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(UnexpectedErrorMiddleware)  # sees every failure of the routes
     app.add_middleware(RunEndMiddleware)  # run_finished when a stream closes cleanly
+    # Requests and streams in progress, counted behind the token check; /health passes.
+    app.add_middleware(ConcurrencyCapMiddleware, limit=settings.max_connections)
     install_security(app, settings)  # Host/Origin, CORS, token, body limits (outer to inner)
     app.add_middleware(HttpMetricsMiddleware)  # counts the refusals of security too
     app.add_middleware(ProtocolHeaderMiddleware)  # outermost: stamps the 500s too

@@ -114,9 +114,26 @@ class Settings(BaseSettings):
     max_seq_len: int = Field(default=1024, ge=1, description="time steps per sample")
     ws_max_frame_mb: float = Field(default=64.0, gt=0, description="largest WebSocket message")
     max_connections: int = Field(
-        default=64, ge=1, description="connections served at once; more get 503"
+        default=64,
+        ge=1,
+        description="requests and streams served at once, after the token check; more get "
+        "503 (/health always answers)",
     )
     keep_alive_s: int = Field(default=5, ge=1, description="idle keep-alive connection timeout")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds a connection has to send a request's head"
+    )
+    max_idle_per_client: int = Field(
+        default=8,
+        ge=1,
+        description="connections without a request in progress kept per client address; a "
+        "new one closes the oldest",
+    )
+    stream_idle_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a training stream with no batch for this long is closed",
+    )
 
     @field_validator("webhooks")
     @classmethod

@@ -479,9 +479,17 @@ def test_serve_generates_and_prints_a_token_beyond_loopback() -> None:
             assert httpx.get(f"{local}/status", timeout=30).status_code == 401
             auth = {"Authorization": f"Bearer {token}"}
             assert httpx.get(f"{local}/status", headers=auth, timeout=30).status_code == 200
-            # --max-connections 2: with one idle connection held, the next one is turned away.
-            with socket.create_connection(("127.0.0.1", port)):
-                assert httpx.get(f"{local}/health", timeout=30).status_code == 503
+            # --max-connections 2: an idle socket counts for nothing; two streams fill the cap,
+            # and /health still answers.
+            with (
+                socket.create_connection(("127.0.0.1", port)),
+                httpx.Client(base_url=local, headers=auth, timeout=30) as http,
+                http.stream("GET", "/v1/events") as first_stream,
+                http.stream("GET", "/v1/events") as second_stream,
+            ):
+                assert (first_stream.status_code, second_stream.status_code) == (200, 200)
+                assert http.get("/status").status_code == 503
+                assert http.get("/health").status_code == 200
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)

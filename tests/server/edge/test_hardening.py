@@ -32,7 +32,7 @@ from corteza.client.errors import (
 )
 from corteza.server import Settings
 from corteza.server.edge.errors import INTERNAL_MESSAGE
-from corteza.server.edge.limits import BodyLimitMiddleware, uvicorn_options
+from corteza.server.edge.limits import BodyLimitMiddleware
 from corteza.wire import encode_batch
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import assert_same_model, samples, snapshot_model
@@ -500,15 +500,6 @@ def test_an_unexpected_failure_shows_no_traceback(server: LiveServer) -> None:
     }
     assert "Traceback" not in response.text and "secret" not in response.text
     assert response.headers["x-corteza-protocol"] == "1.0"
-
-
-def test_uvicorn_options_enforce_the_settings() -> None:
-    settings = Settings(model=TINY, max_connections=7, ws_max_frame_mb=2, keep_alive_s=9)
-    assert uvicorn_options(settings) == {
-        "limit_concurrency": 7,
-        "ws_max_size": 2 * 1024 * 1024,
-        "timeout_keep_alive": 9,
-    }
 
 
 @fields(body_timeout_s=1.0)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corteza.server.edge.connections import guarded_protocol
 from corteza.server.edge.errors import ApiError, send_error
 from corteza.wire import ErrorType
 
@@ -160,8 +161,10 @@ def check_batch_limits(shape: tuple[int, ...], settings: Settings) -> None:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` that enforce ``settings``."""
+    # No limit_concurrency: it counts idle sockets too (see edge/connections.py); the cap on
+    # work in progress is ConcurrencyCapMiddleware, behind the token check.
     return {
-        "limit_concurrency": settings.max_connections,
+        "http": guarded_protocol(settings.header_timeout_s, settings.max_idle_per_client),
         "ws_max_size": int(settings.ws_max_frame_mb * MB),
         "timeout_keep_alive": settings.keep_alive_s,
     }

@@ -17,7 +17,7 @@ Every close the server starts carries a code and a JSON reason (at most 123 byte
 ``{"error_type", "next_seq", "error"}``, the message cut to fit): 1008 for a refused
 hello or batch, 1003 for a frame of the wrong kind (binary hello, text batch), 1007
 for a hello that is not a small JSON object, 1000 for a stream idle longer than
-``IDLE_SECONDS`` with no batch in flight, 1011 for a failure of the server's own.
+``stream_idle_s`` (a setting) with no batch in flight, 1011 for a failure of the server's own.
 Protocol errors are logged as one WARNING line, never with a traceback.
 
 The server stops reading frames while ``window`` batches are unanswered, so
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["training"])
 
 HELLO_TIMEOUT = 30.0  # seconds for the client to say hello
-IDLE_SECONDS = 600.0  # a stream with nothing in flight and no batch for this long is closed
 MAX_HELLO_CHARS = 4096  # a hello is a few fields; anything longer is not one
 NORMAL = 1000
 UNSUPPORTED_DATA = 1003
@@ -166,7 +165,7 @@ class StreamSession:
         self.window = 1
         self.pending = 0  # batches handed to the worker and not yet answered
         self.slots = asyncio.Semaphore(1)
-        self.idle_seconds = IDLE_SECONDS
+        self.idle_seconds = state.settings.stream_idle_s
 
     @property
     def next_seq(self) -> int:
