@@ -22,16 +22,20 @@ Three rules, each a test:
   ``corteza.client.errors``, not to ``corteza.client``): Python loads the
   parent package first, but a package's ``__init__`` only re-exports.
 - **Size.** No module over :data:`MAX_LINES` lines.
+
+The README's "Layout" table names every folder and module; a test holds it to the tree.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+README = SRC.parent / "README.md"
 ROOT = "corteza"
 MAX_LINES = 400
 
@@ -244,3 +248,30 @@ def test_no_module_is_over_the_line_limit(figure: Callable[[str], None]) -> None
         f"largest={largest} ({lines[largest]} lines, limit {MAX_LINES})"
     )
     assert sorted(f"{m} ({n} lines)" for m, n in lines.items() if n > MAX_LINES) == []
+
+
+def _readme_layout() -> dict[str, set[str]]:
+    """The README's Layout table: folder (relative to src/corteza, the root ``./``) -> modules."""
+    section = README.read_text(encoding="utf-8").split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, set[str]] = {}
+    for row in re.findall(r"^\| `([^`]+)` \|.*\| (`.+`) \|$", section, re.MULTILINE):
+        table[row[0]] = set(re.findall(r"`([^`]+)`", row[1]))
+    return table
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    tree: dict[str, set[str]] = {}
+    for path in MODULES.values():
+        folder = path.parent.relative_to(SRC / ROOT).as_posix()
+        name = path.stem
+        if name == "__init__" and folder != ".":
+            continue  # a package's __init__ goes without saying
+        tree.setdefault("./" if folder == "." else f"{folder}/", set()).add(name)
+    readme = _readme_layout()
+    wrong = [
+        f"{folder}: the README lacks {sorted(tree.get(folder, set()) - readme.get(folder, set()))}"
+        f" and names {sorted(readme.get(folder, set()) - tree.get(folder, set()))} not in the tree"
+        for folder in sorted(set(tree) | set(readme))
+        if tree.get(folder) != readme.get(folder)
+    ]
+    assert wrong == []
