@@ -24,7 +24,9 @@ def serve(ctx: typer.Context) -> None:
     """Run the training server (the seed's routes plus /docs)."""
     try:
         from corteza.cli.serve_command import run
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.partition(".")[0] == "corteza":
+            raise  # a fault of this package, not a missing extra
         missing = exc.name or str(exc)
         typer.echo(f"error: corteza serve needs {missing}: {SERVER_EXTRA}", err=True)
         raise typer.Exit(2) from exc

@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from corteza.cli.common import Command
 from corteza.cli.logs import setup_logging
 from corteza.model import PRESETS, ModelConfig
 from corteza.server.edge.policy import (
@@ -215,7 +216,7 @@ def serve(
 def run(args: list[str], prog_name: str) -> None:
     """Parse ``args`` as :func:`serve`'s options and run it; exits as a command line does."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(serve)
+    app.command(cls=Command)(serve)
     typer.main.get_command(app).main(args, prog_name=prog_name)
 
 
