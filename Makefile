@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo lint test dist check-light bench clean
+.PHONY: install demo lint test test-fast dist check-light bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 	$(MAKE) check-light
+
+# The inner loop: every test but those marked slow (they build the full-size model).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 # The sdist and the wheel, checked as PyPI would check them.
 dist: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,15 @@ from corteza.server.state import ServerState
 
 TINY = ModelConfig.tiny()
 FIGURES = pytest.StashKey[list[str]]()
+
+# The suite runs on the CPU, so its expectations ("CPU", ``cuda: False``, GPU memory 0)
+# hold on a GPU machine too; only tests marked ``cuda`` use the GPU. In this process,
+# Settings read CORTEZA_DEVICE (fixtures of any scope); subprocess servers (`corteza
+# train`, `corteza demo`, LocalServer) see no GPU (``_cpu_only``). CUDA is probed first,
+# so hiding the GPUs from subprocesses does not hide them from the ``cuda`` tests.
+CUDA = torch.cuda.is_available()
+os.environ["CORTEZA_DEVICE"] = "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available())")
 
 # Tiny models gain nothing from intra-op threads, and OpenMP workers that
 # spin against another busy process slow a 25k-parameter step 80-fold.
@@ -77,9 +87,16 @@ def _no_saved_server(
     monkeypatch.delenv("CORTEZA_TOKEN", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _cpu_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subprocesses that pick their device (``auto``) pick the CPU, except in ``cuda`` tests."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 @pytest.fixture
 def tiny_settings() -> Settings:
-    return Settings(model=TINY, seed=0, lr=1e-3)
+    return Settings(model=TINY, seed=0, lr=1e-3, device="cpu")
 
 
 @pytest.fixture

@@ -22,11 +22,13 @@ def default_model() -> CortezaCognitiva:
     return CortezaCognitiva(ModelConfig())
 
 
+@pytest.mark.slow
 def test_default_model_has_the_seeds_parameter_count(default_model: CortezaCognitiva) -> None:
     assert count_parameters(default_model) == 73_766_290
     assert count_parameters(default_model, trainable_only=True) == 73_766_290
 
 
+@pytest.mark.slow
 def test_default_model_components_match_the_seeds(default_model: CortezaCognitiva) -> None:
     capa2 = default_model.capa2
     assert count_parameters(capa2.lstm) == 14_958_592
@@ -44,6 +46,7 @@ def test_default_model_components_match_the_seeds(default_model: CortezaCognitiv
     assert count_parameters(default_model.capa5) == 414_801
 
 
+@pytest.mark.slow
 def test_default_model_shapes_for_flat_input(default_model: CortezaCognitiva) -> None:
     with torch.no_grad():
         out = default_model(torch.randn(2, 1600))

@@ -19,7 +19,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def secured_settings(checkpoint_dir: Path) -> Settings:
     """The tiny model behind a token, with checkpoints on, so every route can answer 2xx."""
-    return Settings(model=TINY, seed=0, lr=1e-3, token=TOKEN, checkpoint_dir=checkpoint_dir)
+    return Settings(
+        model=TINY, seed=0, lr=1e-3, device="cpu", token=TOKEN, checkpoint_dir=checkpoint_dir
+    )
 
 
 @pytest.fixture(scope="module")
