@@ -22,6 +22,7 @@ eager model raises too is the caller's and is raised as it is.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +64,10 @@ class CompiledForward:
             options: dict[str, Any] = {"dynamic": True, "backend": backend}
             if backend == "inductor":
                 options["mode"] = mode
-            self._compiled = torch.compile(model, **options)
+            with warnings.catch_warnings():
+                # Importing Inductor trips torch's own deprecation of torch.jit.script_method.
+                warnings.filterwarnings("ignore", "`torch.jit.script_method`", DeprecationWarning)
+                self._compiled = torch.compile(model, **options)
 
     @property
     def compiled(self) -> bool:
