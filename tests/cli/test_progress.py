@@ -1,8 +1,12 @@
-"""Training progress off a terminal: whole plain lines every few seconds, never a cut bar."""
+"""Training progress off a terminal: whole plain lines every few seconds, never a cut bar.
+
+On a terminal the live bar stays.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from corteza.client.training.progress import Ack, BatchReport
 from tests.conftest import LiveServer
 from tests.helpers import corteza
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NUMBERS = r"loss \d\.\d{4}, p\(anomaly\) \d\.\d{3}, \d+\.\d samples/s, \d:\d\d:\d\d elapsed"
 
 
@@ -34,6 +39,15 @@ def test_train_through_a_pipe_prints_whole_progress_lines(
         result.stderr,
         re.MULTILINE,
     )
+
+
+def test_a_terminal_still_gets_the_live_bar(live_server: LiveServer, data_file: Path) -> None:
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "120"}  # rich: this is a terminal
+    result = corteza("train", str(data_file), "--server", live_server.url, env=env)
+    assert result.returncode == 0, result.stderr
+    frames = ANSI.sub("", result.stderr).replace("\r", "\n").splitlines()
+    assert any(re.match(r"training ━+ 3/3 loss \d\.\d{4}", frame) for frame in frames)
+    assert not any(frame.startswith("training 3/3 batches") for frame in frames)
 
 
 def test_json_keeps_the_progress_lines_back(live_server: LiveServer, data_file: Path) -> None:
