@@ -16,6 +16,8 @@ import pytest
 
 from corteza.server import Settings
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
+from corteza.server.observe.events import Event
+from corteza.server.observe.webhooks import WEBHOOK_EVENTS, slack_text
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import samples
 
@@ -164,3 +166,24 @@ def test_a_vanished_checkpoint_folder_is_a_failure_not_a_crash(tmp_path: Path) -
         stop_server(live)
     assert health["consecutive_failures"] == 1
     assert health["last_error"].startswith(("FileExistsError", "NotADirectoryError"))
+
+
+def test_a_failed_save_is_a_webhook_event_with_a_human_line() -> None:
+    event = Event(
+        1,
+        "checkpoint_failed",
+        0.0,
+        {
+            "step": 12,
+            "reason": "interval",
+            "error": "OSError: [Errno 28] No space left on device",
+            "consecutive_failures": 3,
+            "retry_in_seconds": 20.0,
+            "last_good": None,
+        },
+    )
+    assert "checkpoint_failed" in WEBHOOK_EVENTS
+    assert slack_text(event) == (
+        "corteza: checkpoint failed at step 12 (3 in a row; training goes on, nothing newer is "
+        "durable): OSError: [Errno 28] No space left on device"
+    )
