@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from corteza.client import free_port
+from corteza.client import AsyncClient, Client, InternalServerError, free_port
 from corteza.model import ModelConfig
 from corteza.server import Settings
 from corteza.server.engine.export import Snapshot, take_snapshot
@@ -109,9 +110,7 @@ def first_export(live: LiveServer) -> httpx.Response:
         while live.state.worker.queue_depth == 0 and batch.is_alive():
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        started = time.perf_counter()
         response = http.get("/v1/export/onnx", timeout=300)
-        print(f"tiny export: {time.perf_counter() - started:.1f} s")
         batch.join()
     assert trained["step"] == 41
     return response
@@ -158,18 +157,26 @@ def test_onnx_matches_predict_for_both_shapes(
 
 
 def test_a_second_download_reuses_the_export(
-    live: LiveServer, first_export: httpx.Response
+    live: LiveServer, first_export: httpx.Response, tmp_path: Path
 ) -> None:
+    """Downloaded again by ``Client.export_onnx`` and ``AsyncClient.export_onnx``."""
     directory = live.app.state.onnx_exports.directory
     (file,) = directory.iterdir()
     stamp = file.stat().st_mtime_ns
-    with live.http() as http:
-        started = time.perf_counter()
-        again = http.get("/v1/export/onnx")
-        seconds = time.perf_counter() - started
-    assert again.content == first_export.content
+    seen: list[tuple[int, int | None]] = []
+    with Client(live.url, retries=0) as client:
+        path = client.export_onnx(tmp_path, progress=lambda done, total: seen.append((done, total)))
+
+    async def download() -> Path:
+        async with AsyncClient(live.url, retries=0) as client:
+            return await client.export_onnx(tmp_path / "async" / "mine.onnx")
+
+    named = asyncio.run(download())
+    assert path == tmp_path / "corteza-step41.onnx"  # the server's name for it
+    assert path.read_bytes() == first_export.content == named.read_bytes()
+    assert seen[-1] == (len(first_export.content), len(first_export.content))
+    # The same file, untouched: no second export ran.
     assert [(f.name, f.stat().st_mtime_ns) for f in directory.iterdir()] == [(file.name, stamp)]
-    assert seconds < 5  # an export takes 10 s or more here
 
 
 def test_feedback_changes_the_fingerprint_that_keys_the_export_at_the_same_step(
@@ -199,12 +206,12 @@ WITHOUT_ONNX = """
 import sys
 sys.modules["onnx"] = sys.modules["onnxscript"] = None
 from corteza.cli import main
-sys.argv = ["corteza", "serve", "--preset", "tiny", "--port", sys.argv[1]]
+sys.argv = ["corteza", "serve", "--preset", "tiny", "--device", "cpu", "--port", sys.argv[1]]
 main()
 """
 
 
-def test_a_server_without_the_onnx_extra_answers_501() -> None:
+def test_a_server_without_the_onnx_extra_answers_501(tmp_path: Path) -> None:
     """A real server process in which onnx and onnxscript cannot be imported.
 
     The packages are installed here, so that process marks them absent in
@@ -229,6 +236,15 @@ def test_a_server_without_the_onnx_extra_answers_501() -> None:
             assert server.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
         response = httpx.get(f"{url}/v1/export/onnx", timeout=60)
+        with Client(url, retries=0) as client, pytest.raises(InternalServerError) as refused:
+            client.export_onnx(tmp_path)
+
+        async def download() -> Path:
+            async with AsyncClient(url, retries=0) as client:
+                return await client.export_onnx(tmp_path / "mine.onnx")
+
+        with pytest.raises(InternalServerError) as async_refused:
+            asyncio.run(download())
         still_predicts = httpx.post(f"{url}/v1/predict", json={"inputs": [[0.0] * 32]})
     finally:
         server.kill()
@@ -241,6 +257,13 @@ def test_a_server_without_the_onnx_extra_answers_501() -> None:
         "error": "ONNX export needs the onnx extra: pip install 'corteza[onnx]'",
         "error_type": "export_unavailable",
     }
+    for error in (refused.value, async_refused.value):  # the clients raise the server's words
+        assert (str(error), error.status, error.error_type) == (
+            "ONNX export needs the onnx extra: pip install 'corteza[onnx]'",
+            501,
+            "export_unavailable",
+        )
+    assert list(tmp_path.iterdir()) == []
     assert still_predicts.status_code == 200
 
 
