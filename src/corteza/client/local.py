@@ -24,6 +24,18 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT = 180.0  # seconds; importing torch and building 73.8M parameters
 
+# On Linux the server is told SIGTERM when the thread that started it dies, even by
+# SIGKILL (the setting survives exec), and gives up when that parent is already gone:
+# a killed `corteza train` leaves no server holding its port.
+_WITH_PARENT_DEATH_SIGNAL = (
+    "import ctypes, os, runpy, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(1)\n"
+    "sys.argv = ['corteza', *sys.argv[2:]]\n"
+    "runpy.run_module('corteza', run_name='__main__', alter_sys=True)\n"
+)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
@@ -57,10 +69,12 @@ class LocalServer:
         self.log_path = Path(self._log_dir.name) / "server.log"
 
     def start(self) -> LocalServer:
+        launcher = ["-m", "corteza"]
+        if sys.platform == "linux":
+            launcher = ["-c", _WITH_PARENT_DEATH_SIGNAL, str(os.getpid())]
         command = [
             self.python,
-            "-m",
-            "corteza",
+            *launcher,
             "serve",
             "--host",
             "127.0.0.1",
