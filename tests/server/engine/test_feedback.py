@@ -47,14 +47,23 @@ def test_validated_feedback_moves_the_dendrites_toward_the_target(
 
 
 def test_reward_weights_the_step(live_server: LiveServer) -> None:
+    """The step is on ``reward * loss``: reward 0 takes none, a positive reward steps to the target.
+
+    (AdamW normalises the gradient, so rewards in (0, 1] give steps of about the same size.)
+    """
     X = np.random.default_rng(1).normal(size=(4, TINY.input_dim))
+    head = "capa5.dendrites.0.weight"
     with Client(live_server.url) as client:
         client.train_batch(X, [0, 1, 0, 1])
-        before = snapshot_model(live_server.state)
-        client.send_feedback(TARGET, validated=True, reward=0.0)
-    after = snapshot_model(live_server.state)
-    head = "capa5.dendrites.0.weight"
-    assert np.array_equal(before["weights"][head].numpy(), after["weights"][head].numpy())
+        before, start = snapshot_model(live_server.state), client.predict(X).dendrites
+        zero = client.send_feedback(TARGET, validated=True, reward=0.0)
+        unchanged = snapshot_model(live_server.state)
+        half = client.send_feedback(TARGET, validated=True, reward=0.5)
+        after, moved = snapshot_model(live_server.state), client.predict(X).dendrites
+    assert zero.applied is True and half.applied is True
+    assert_same_model(before, unchanged)
+    assert not np.array_equal(unchanged["weights"][head].numpy(), after["weights"][head].numpy())
+    assert _mse(moved) < _mse(start)
 
 
 def test_feedback_without_batch_id_refers_to_the_latest_batch(live_server: LiveServer) -> None:

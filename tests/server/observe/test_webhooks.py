@@ -95,7 +95,8 @@ def test_a_failed_delivery_is_retried_with_the_same_id_signed_in_slack_format(
     )
     try:
         with live.http() as http:
-            assert http.post("/train_layer2", json={"samples": samples(2, TINY.input_dim)})
+            trained = http.post("/train_layer2", json={"samples": samples(2, TINY.input_dim)})
+            assert trained.status_code == 200, trained.text
             assert http.post("/v1/checkpoint").status_code == 200
             receiver.wait_for(2)
         (saved,) = [e for e in live.state.events.recent() if e.type == "checkpoint_saved"]
@@ -186,43 +187,42 @@ def test_a_full_queue_drops_the_oldest(receiver: Receiver) -> None:
     assert sender.dropped == 1
 
 
-def test_shutdown_drains_for_a_bounded_time(receiver: Receiver) -> None:
+def test_shutdown_drains_for_a_bounded_time(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() gives up on a delivery still held by the receiver (it answers 200 once released)."""
     receiver.hang = True
     sender = WebhookSender([receiver.url])
     sender.start()
     sender.on_event(_stalled())
     receiver.wait_for(1)
-    started = time.monotonic()
     sender.close(drain_seconds=0.5)
-    assert time.monotonic() - started < 2.0
+    assert not receiver.released.is_set()  # the request is still in flight: close did not wait
+    assert (sender.delivered, sender.failed) == (0, 0)
+    assert "webhooks: 1 deliveries left undelivered at shutdown" in caplog.text
 
 
 def test_a_hanging_receiver_does_not_slow_training(receiver: Receiver) -> None:
+    """Training goes on while the receiver holds the first delivery: it never waits for it."""
     receiver.hang = True
-
-    def timed(settings: Settings) -> tuple[float, int]:
-        live = start_server(settings)
-        try:
-            with live.http() as http:
-                http.post("/train_layer2", json={"samples": samples(4, TINY.input_dim)})
-                started = time.perf_counter()
-                for i in range(20):
-                    body = {"samples": samples(4, TINY.input_dim, seed=i % 2)}
-                    assert http.post("/train_layer2", json=body).status_code == 200
-                seconds = time.perf_counter() - started
-            improved = sum(1 for e in live.state.events.recent() if e.type == "loss_improved")
-        finally:
-            receiver.released.set()  # let the drain at shutdown finish
-            stop_server(live)
-        return seconds, improved
-
-    baseline, _ = timed(Settings(model=TINY, seed=0, lr=1e-2))
-    receiver.released.clear()
-    hanging, improved = timed(
+    live = start_server(
         Settings(model=TINY, seed=0, lr=1e-2, webhooks=[receiver.url], notify_margin=0.0)
     )
-    assert improved >= 2 and len(receiver.received) >= 1
-    assert hanging < 2 * baseline + 1.0, (baseline, hanging)
+    try:
+        with live.http() as http:
+            for i in range(21):
+                body = {"samples": samples(4, TINY.input_dim, seed=i % 2)}
+                assert http.post("/train_layer2", json=body).status_code == 200
+            receiver.wait_for(1)
+            # All 21 batches trained while the first delivery is still unanswered.
+            assert not receiver.released.is_set() and len(receiver.received) == 1
+            stats = http.get("/status").json()["estadisticas"]
+        improved = [e for e in live.state.events.recent() if e.type == "loss_improved"]
+    finally:
+        receiver.released.set()  # let the drain at shutdown finish
+        stop_server(live)
+    assert stats["total_batches"] == 21
+    assert len(improved) >= 2  # news kept coming; it queued behind the held delivery
 
 
 def test_webhook_urls_are_checked_at_start() -> None:
@@ -279,6 +279,8 @@ def test_sigterm_ends_event_streams_cleanly_and_delivers_the_last_webhooks(
         receiver.url,
         "--log-level",
         "warning",
+        "--device",
+        "cpu",
     ]
     env = {**os.environ, "CORTEZA_WEBHOOK_SECRET": SECRET}
     log = (tmp_path / "serve.log").open("wb")
@@ -303,8 +305,10 @@ def test_sigterm_ends_event_streams_cleanly_and_delivers_the_last_webhooks(
 
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
-        while not ended:
-            time.sleep(0.02)  # the replayed batch_trained has arrived: the stream is open
+        deadline = time.monotonic() + 30
+        while not ended:  # the replayed batch_trained has arrived: the stream is open
+            assert time.monotonic() < deadline, "no event on /v1/events within 30 s"
+            time.sleep(0.02)
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
         follower.join(timeout=10)
