@@ -30,6 +30,8 @@ class ErrorType(str, Enum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TRAINING_DIVERGED = "training_diverged"
     OUT_OF_ORDER = "out_of_order"
+    RUN_CONFLICT = "run_conflict"
+    RUN_BUSY = "run_busy"
     UNKNOWN_BATCH = "unknown_batch"
     INVALID_FEEDBACK = "invalid_feedback"
     CHECKPOINTS_DISABLED = "checkpoints_disabled"

@@ -26,7 +26,7 @@ def test_a_run_keeps_no_list_of_every_seq() -> None:
     book = RunBook()
     _trained(book, "long", STORED_ANSWERS + 50)
     (saved,) = book.to_json()
-    assert set(saved) == {"run_id", "next_seq", "touched", "answers"}
+    assert set(saved) == {"run_id", "next_seq", "touched", "fingerprint", "answers"}
     assert saved["next_seq"] == STORED_ANSWERS + 50
     assert len(saved["answers"]) == STORED_ANSWERS
 

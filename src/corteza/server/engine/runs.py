@@ -6,6 +6,14 @@ book is saved inside every checkpoint, atomically with the weights, so after
 a restart the client resumes from the ``next_seq`` the weights really hold.
 Only the training worker's thread records; the lock keeps readers whole.
 
+A run belongs to its data and settings: a client may send a fingerprint of
+them (opaque here: printable ASCII, at most 128 characters). The first one a
+run receives is kept; another one on the same run id is
+:class:`RunConflictError` (409 ``run_conflict``), so a reused run id never
+resumes, and silently skips, someone else's batches. No fingerprint (the
+seed's client, plain REST) is accepted on any run. One live connection holds a
+run at a time; a second is :class:`RunBusyError` (409 ``run_busy``).
+
 The book is bounded: each run keeps its last ``STORED_ANSWERS`` answers, and
 beyond the runs in use (a live stream holds its run) it keeps at most
 ``keep`` others, none idle longer than ``ttl`` seconds. Runs that trained
@@ -26,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+FINGERPRINT = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 STORED_ANSWERS = 256  # answers kept per run for replays
 RUNS_KEEP = 256  # runs kept besides those in use
 RUNS_TTL = 7 * 24 * 3600.0  # seconds a run not in use is kept after its last batch
@@ -39,6 +48,39 @@ class OutOfOrderError(Exception):
         self.run_id = run_id
         self.seq = seq
         self.next_seq = next_seq
+
+
+class RunConflictError(Exception):
+    """The run id is known with another fingerprint: other data or settings."""
+
+    def __init__(self, run_id: str, known: str, given: str) -> None:
+        super().__init__(
+            f"Run {run_id} belongs to other data or settings: it was started with fingerprint "
+            f"{known}, this client sends {given}; use another run_id, or the same data and "
+            "settings to resume it"
+        )
+        self.run_id = run_id
+        self.known = known
+        self.given = given
+
+
+class RunBusyError(Exception):
+    """Another live connection is training the run."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"Run {run_id} is in use by another connection: wait for it to end, or use "
+            "another run_id"
+        )
+        self.run_id = run_id
+
+
+def check_fingerprint(fingerprint: str) -> str:
+    if not FINGERPRINT.fullmatch(fingerprint):
+        raise ValueError(
+            f"a run fingerprint is 1-128 printable ASCII characters, got {fingerprint[:40]!r}"
+        )
+    return fingerprint
 
 
 def new_run_id() -> str:
@@ -59,6 +101,7 @@ class Run:
     next_seq: int = 0
     answers: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
     touched: float = field(default_factory=time.time)  # unix seconds of its last batch or use
+    fingerprint: str | None = None  # of its data and settings, as the client said
     holders: int = 0  # live connections using it (not saved)
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +109,7 @@ class Run:
             "run_id": self.run_id,
             "next_seq": self.next_seq,
             "touched": self.touched,
+            "fingerprint": self.fingerprint,
             "answers": [[seq, answer] for seq, answer in self.answers.items()],
         }
 
@@ -89,7 +133,10 @@ class Run:
             raise ValueError(f"run {data['run_id']!r:.70}: touched must be finite")
         pairs = pairs[-STORED_ANSWERS:]
         run_id = check_run_id(str(data["run_id"]))
-        return cls(run_id, data["next_seq"], OrderedDict(pairs), float(touched))
+        fingerprint = data.get("fingerprint")
+        if fingerprint is not None:
+            check_fingerprint(fingerprint)
+        return cls(run_id, data["next_seq"], OrderedDict(pairs), float(touched), fingerprint)
 
 
 class RunBook:
@@ -110,20 +157,38 @@ class RunBook:
         with self._lock:
             return len(self._runs)
 
-    def open(self, run_id: str | None) -> Run:
-        """A known run, or a new one (a fresh id when none is given)."""
+    def open(self, run_id: str | None, fingerprint: str | None = None) -> Run:
+        """A known run, or a new one (a fresh id when none is given).
+
+        Raises :class:`RunConflictError` when the run has another ``fingerprint``.
+        """
         run_id = new_run_id() if run_id is None else check_run_id(run_id)
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
                 run = self._runs[run_id] = Run(run_id)
                 self._prune(spare=run_id)
+            self._claim(run, fingerprint)
             return run
 
-    def hold(self, run_id: str | None) -> Run:
-        """:meth:`open` for a live connection; :meth:`release` when it ends."""
-        run = self.open(run_id)
+    @staticmethod
+    def _claim(run: Run, fingerprint: str | None) -> None:
+        if fingerprint is None:
+            return
+        if run.fingerprint is None:
+            run.fingerprint = check_fingerprint(fingerprint)
+        elif run.fingerprint != fingerprint:
+            raise RunConflictError(run.run_id, run.fingerprint, fingerprint)
+
+    def hold(self, run_id: str | None, fingerprint: str | None = None) -> Run:
+        """:meth:`open` for a live connection; :meth:`release` when it ends.
+
+        Raises :class:`RunBusyError` while another connection holds the run.
+        """
+        run = self.open(run_id, fingerprint)
         with self._lock:
+            if run.holders:
+                raise RunBusyError(run.run_id)
             run.holders += 1
             run.touched = time.time()
         return run
@@ -153,12 +218,15 @@ class RunBook:
         with self._lock:
             return self._runs.get(run_id)
 
-    def decide(self, run_id: str, seq: int) -> dict[str, Any] | None:
-        """The stored answer to replay, or None to apply; raises when ``seq`` is ahead.
+    def decide(
+        self, run_id: str, seq: int, fingerprint: str | None = None
+    ) -> dict[str, Any] | None:
+        """The stored answer to replay, or None to apply; raises when ``seq`` is ahead
+        (:class:`OutOfOrderError`) or the run is another's (:class:`RunConflictError`).
 
         A seq older than the stored answers replays ``{"replayed": True}`` only.
         """
-        run = self.open(run_id)
+        run = self.open(run_id, fingerprint)
         with self._lock:
             run.touched = time.time()
             if seq == run.next_seq:

@@ -82,18 +82,23 @@ class TrainingWorker:
             self._pending -= 1
 
     def submit_train(
-        self, batch: Batch, run_id: str | None = None, seq: int | None = None
+        self,
+        batch: Batch,
+        run_id: str | None = None,
+        seq: int | None = None,
+        fingerprint: str | None = None,
     ) -> asyncio.Future[dict[str, Any]]:
         """Queue a batch; the future gives its answer (a replay when already applied).
 
         With a ``run_id``, the exactly-once decision, the training and the
         record happen in one job on the worker's thread, so nothing can slip
-        between them. Raises :class:`OutOfOrderError` through the future.
+        between them. Raises :class:`OutOfOrderError` or :class:`RunConflictError`
+        (another ``fingerprint`` on the run) through the future.
         """
 
         def job() -> dict[str, Any]:
             if run_id is not None and seq is not None:
-                stored = self.runs.decide(run_id, seq)
+                stored = self.runs.decide(run_id, seq, fingerprint)
                 if stored is not None:
                     return {**stored, "replayed": True}
             try:
@@ -132,9 +137,13 @@ class TrainingWorker:
         return answer
 
     async def train(
-        self, batch: Batch, run_id: str | None = None, seq: int | None = None
+        self,
+        batch: Batch,
+        run_id: str | None = None,
+        seq: int | None = None,
+        fingerprint: str | None = None,
     ) -> dict[str, Any]:
-        return await self.submit_train(batch, run_id, seq)
+        return await self.submit_train(batch, run_id, seq, fingerprint)
 
     async def give_feedback(
         self, batch_id: str | None, target: list[float], validated: bool, reward: float
