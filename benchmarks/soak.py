@@ -1,12 +1,13 @@
 """Soak: SIGKILL the server N times (default 20) during one `corteza train` run.
 
 What is measured: after the client finishes by itself, the server's record
-of the run (``GET /v1/runs/{id}``) against the batches the run needed:
-batches lost (missing seqs), batches applied twice (repeated seqs), samples
-trained against dataset x epochs, and checkpoints on disk that fail to
-verify. Goal: 0 / 0 / 0. Every process is real: ``corteza serve`` with a
-checkpoint directory, ``corteza train`` streaming to it, SIGKILL at random
-moments, a restart on the same port.
+of the run (``GET /v1/runs/{id}``: seqs ``0 .. next_seq - 1`` are in the
+weights) and its batch count (``/status``) against the batches the run
+needed: batches lost (``needed - next_seq``), batches applied twice
+(``total_batches - next_seq``), samples trained against dataset x epochs,
+and checkpoints on disk that fail to verify. Goal: 0 / 0 / 0. Every process
+is real: ``corteza serve`` with a checkpoint directory, ``corteza train``
+streaming to it, SIGKILL at random moments, a restart on the same port.
 
 Run: ``python benchmarks/soak.py`` (a few minutes), ``--kills 5`` to shorten.
 """
@@ -14,7 +15,6 @@ Run: ``python benchmarks/soak.py`` (a few minutes), ``--kills 5`` to shorten.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import random
 import signal
@@ -129,14 +129,14 @@ def main() -> None:
     out, err = client.communicate(timeout=600)
     seconds = time.monotonic() - started
     summary = json.loads(out) if client.returncode == 0 else {}
-    record = get(f"{url}/v1/runs/{summary.get('run_id')}") or {"applied": []}
+    record = get(f"{url}/v1/runs/{summary.get('run_id')}") or {"next_seq": 0}
     status = get(f"{url}/status") or {"estadisticas": {}}
     server.send_signal(signal.SIGTERM)
     server.wait(60)
-    applied = list(record["applied"])  # type: ignore[call-overload]
-    counts = collections.Counter(applied)
-    lost = total - len(counts)
-    twice = sum(n - 1 for n in counts.values() if n > 1)
+    next_seq = int(record["next_seq"])  # type: ignore[call-overload]
+    trained = int(status["estadisticas"].get("total_batches", 0))  # type: ignore[union-attr]
+    lost = total - next_seq
+    twice = trained - next_seq
     corrupt = 0
     for checkpoint in list_checkpoints(root):
         try:
@@ -148,7 +148,7 @@ def main() -> None:
         f"client exit {client.returncode} after {seconds:.1f} s; {kills} SIGKILLs at batches "
         f"{points}; restart to healthy {min(restarts):.1f}-{max(restarts):.1f} s"
     )
-    print(f"batches needed {total}, applied {len(applied)}: lost {lost}, applied twice {twice}")
+    print(f"batches needed {total}, trained {trained}: lost {lost}, applied twice {twice}")
     print(
         f"samples trained {samples} (expected {args.samples * args.epochs}); "
         f"corrupt checkpoints on disk {corrupt}"
