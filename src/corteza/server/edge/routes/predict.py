@@ -12,15 +12,16 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from numpy.typing import NDArray
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
+from corteza.server.edge.json_batches import read_predict_request
 from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.openapi import binary_body, error_responses, request_body
 from corteza.server.edge.routes.training import JSON_CONTENT_TYPE, batch_media_type
 from corteza.server.engine.trainer import Predictions
+from corteza.server.settings import Settings
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
     PREDICTIONS_CONTENT_TYPE,
@@ -50,12 +51,12 @@ BINARY_PREDICTIONS_DESCRIPTION = (
 )
 
 
-def parse_predict_request(body: bytes, input_dim: int) -> NDArray[np.float32]:
-    """JSON bytes -> validated inputs. Runs in the threadpool, never on the loop."""
-    try:
-        request = PredictRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise ApiError.from_validation_error(exc) from exc
+def parse_predict_request(
+    body: bytes, input_dim: int, settings: Settings | None = None
+) -> NDArray[np.float32]:
+    """JSON bytes -> validated inputs, the rows counted first against ``settings``' limits.
+    Runs in the threadpool, never on the loop."""
+    request = read_predict_request(body, settings)
     try:
         rows = inputs_from_rows(request.inputs, input_dim=input_dim)
         return validate_inputs(rows, input_dim=input_dim)
@@ -168,8 +169,11 @@ async def predict(
     """
     answer = negotiate(request.headers.get("accept"))
     content_type = batch_media_type(request)
-    parse = parse_binary_inputs if content_type == BATCH_CONTENT_TYPE else parse_predict_request
-    inputs = await run_in_threadpool(parse, await request.body(), state.trainer.config.input_dim)
+    body, input_dim = await request.body(), state.trainer.config.input_dim
+    if content_type == BATCH_CONTENT_TYPE:
+        inputs = await run_in_threadpool(parse_binary_inputs, body, input_dim)
+    else:
+        inputs = await run_in_threadpool(parse_predict_request, body, input_dim, state.settings)
     check_batch_limits(inputs.shape, state.settings)
     out = await state.worker.predict(inputs)
     if answer == JSON_CONTENT_TYPE:

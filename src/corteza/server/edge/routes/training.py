@@ -7,18 +7,19 @@ from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from corteza.model import ModelConfig
 from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
+from corteza.server.edge.json_batches import read_train_request
 from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.openapi import binary_body, error_responses, request_body
 from corteza.server.engine.answers import now_iso
 from corteza.server.engine.feedback import InvalidFeedbackError, UnknownBatchError
 from corteza.server.engine.runs import OutOfOrderError, check_run_id
 from corteza.server.engine.trainer import TrainingDivergedError
+from corteza.server.settings import Settings
 from corteza.wire import (
     Batch,
     BatchError,
@@ -68,12 +69,12 @@ def batch_media_type(request: Request) -> str:
     return content_type
 
 
-def parse_train_request(body: bytes, config: ModelConfig) -> Incoming:
-    """JSON bytes -> validated batch. Runs in the threadpool, never on the loop."""
-    try:
-        request = TrainRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise ApiError.from_validation_error(exc) from exc
+def parse_train_request(
+    body: bytes, config: ModelConfig, settings: Settings | None = None
+) -> Incoming:
+    """JSON bytes -> validated batch, its samples counted first against ``settings``'
+    limits. Runs in the threadpool, never on the loop."""
+    request = read_train_request(body, settings)
     try:
         batch = batch_from_rows(
             [s.input_data for s in request.samples],
@@ -113,11 +114,13 @@ def parse_binary_request(body: bytes, config: ModelConfig) -> Incoming:
     return decoded.batch, decoded.run_id, decoded.seq
 
 
-def parse_train_body(body: bytes, content_type: str, config: ModelConfig) -> Incoming:
+def parse_train_body(
+    body: bytes, content_type: str, config: ModelConfig, settings: Settings | None = None
+) -> Incoming:
     if content_type == BATCH_CONTENT_TYPE:
         incoming = parse_binary_request(body, config)
     else:
-        incoming = parse_train_request(body, config)
+        incoming = parse_train_request(body, config, settings)
     _, run_id, seq = incoming
     if (run_id is None) != (seq is None):
         raise ApiError(
@@ -151,7 +154,7 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     content_type = batch_media_type(request)
     body = await request.body()
     batch, run_id, seq = await run_in_threadpool(
-        parse_train_body, body, content_type, state.trainer.config
+        parse_train_body, body, content_type, state.trainer.config, state.settings
     )
     check_batch_limits(batch.inputs.shape, state.settings)
     try:
