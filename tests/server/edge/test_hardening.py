@@ -12,9 +12,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import tracemalloc
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +31,6 @@ from corteza.client.errors import (
     parse_error,
 )
 from corteza.server import Settings
-from corteza.server.edge.errors import INTERNAL_MESSAGE
 from corteza.server.edge.limits import BodyLimitMiddleware
 from corteza.wire import encode_batch
 from tests.conftest import TINY, LiveServer, start_server, stop_server
@@ -71,7 +70,6 @@ class Answer:
     body: dict[str, object]
     closed: bool  # the server closed the connection after answering
     sent: int  # body bytes the client managed to send
-    elapsed: float  # seconds from the end of the headers to the answer
 
 
 def exchange(
@@ -82,7 +80,6 @@ def exchange(
     received = bytearray()
     answered = threading.Event()
     closed = threading.Event()
-    answered_at: list[float] = []
 
     def read() -> None:
         while True:
@@ -95,15 +92,13 @@ def exchange(
                 answered.set()
                 return
             received.extend(data)
-            if b"\r\n\r\n" in received and not answered_at:
-                answered_at.append(time.monotonic())
+            if b"\r\n\r\n" in received:
                 answered.set()
 
     reader = threading.Thread(target=read, daemon=True)
     sent = 0
     with sock:
         sock.sendall(head.encode())
-        started = time.monotonic()
         reader.start()
         for chunk in chunks:
             if answered.wait(pause):
@@ -129,7 +124,6 @@ def exchange(
         body=json.loads(raw_body[:length]),
         closed=server_closed,
         sent=sent,
-        elapsed=(answered_at[0] if answered_at else time.monotonic()) - started,
     )
 
 
@@ -297,39 +291,19 @@ def test_a_body_at_the_cap_passes(server: LiveServer) -> None:
     assert response.status_code == 200
 
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/self/status")
-
-
-def peak_rss_growth_mb(action: object) -> float:
-    """Peak RSS of this process (server thread included) above its level before ``action``.
-
-    Resets the kernel's high-water mark (``/proc/self/clear_refs``); where that
-    is not allowed, samples VmRSS every millisecond instead.
-    """
-    assert callable(action)
-    before = _rss_kb("VmRSS")
+def peak_allocation_growth_mb(action: Callable[[], object]) -> float:
+    """Peak of the Python memory this process (server thread included) allocated during
+    ``action``, above its level before: what the server held of a body, in bytes counted by
+    tracemalloc rather than a noisy RSS."""
+    tracemalloc.start()
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        peak = [before]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.001):
-                peak[0] = max(peak[0], _rss_kb("VmRSS"))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
         action()
-        done.set()
-        sampler.join()
-        return (peak[0] - before) / 1024
-    action()
-    return (_rss_kb("VmHWM") - before) / 1024
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return (peak - before) / 2**20
 
 
 def _chunked(total_mb: int, chunk: bytes = b"x" * 65536) -> Iterator[bytes]:
@@ -340,7 +314,9 @@ def _chunked(total_mb: int, chunk: bytes = b"x" * 65536) -> Iterator[bytes]:
 
 
 @fields(max_body_mb=2)
-def test_a_chunked_body_over_the_cap_is_cut_off_and_never_held(server: LiveServer) -> None:
+def test_a_chunked_body_over_the_cap_is_cut_off_and_never_held(
+    server: LiveServer, figure: Callable[[str], None]
+) -> None:
     """256 MB offered without a length: 413 near 2 MB, and memory stays flat.
 
     The control sends 32 MB under a raised cap, so the same measurement shows
@@ -348,7 +324,9 @@ def test_a_chunked_body_over_the_cap_is_cut_off_and_never_held(server: LiveServe
     """
     head = _head("/train_layer2", "Transfer-Encoding: chunked\r\n")
     answers: list[Answer] = []
-    growth = peak_rss_growth_mb(lambda: answers.append(exchange(server, head, _chunked(256))))
+    growth = peak_allocation_growth_mb(
+        lambda: answers.append(exchange(server, head, _chunked(256)))
+    )
     (answer,) = answers
     assert answer.status == 413
     assert answer.body["error"] == (
@@ -356,12 +334,15 @@ def test_a_chunked_body_over_the_cap_is_cut_off_and_never_held(server: LiveServe
     )
     assert answer.closed
     assert answer.sent < 32 * 1024 * 1024  # the server stopped reading early (socket buffers)
-    assert growth < 24, f"peak RSS grew {growth:.1f} MB"
+    assert growth < 16, f"{growth:.1f} MB held at once"
 
     server.app.state.settings.max_body_mb = 64
-    control = peak_rss_growth_mb(lambda: answers.append(exchange(server, head, _chunked(32))))
+    control = peak_allocation_growth_mb(
+        lambda: answers.append(exchange(server, head, _chunked(32)))
+    )
     assert answers[-1].status == 400  # held in full, then refused as JSON
-    assert control > 28, f"the control grew only {control:.1f} MB"
+    figure(f"body-cap: held_mb={growth:.1f} (256 MB offered, cap 2) control_held_mb={control:.1f}")
+    assert control >= 32, f"the control held only {control:.1f} MB at once"
 
 
 # ------------------------------------------------------------------ body speed
@@ -380,18 +361,17 @@ def test_a_trickled_body_is_cut_off_with_408(server: LiveServer) -> None:
     assert answer.status == 408
     assert answer.body == {"status": "error", "error": SLOW, "error_type": "request_timeout"}
     assert answer.closed
-    assert answer.elapsed < 5
-    assert answer.sent <= 4
+    assert answer.sent <= 4  # cut off after a few of its 60 bytes
     assert_same_model(before, snapshot_model(server.state))
 
 
 @fields(body_timeout_s=1.0)
 def test_a_stalled_batch_upload_is_cut_off_with_408(server: LiveServer) -> None:
     head = _head("/train_layer2", "Content-Length: 1000000\r\n")
-    answer = exchange(server, head, [b"x" * 1000], pause=30)  # then nothing
+    answer = exchange(server, head, [b"x" * 1000], pause=30)  # silent for 30 s first
     assert answer.status == 408
     assert answer.closed
-    assert 0.9 < answer.elapsed < 5
+    assert answer.sent == 0  # refused during the silence, not after it
 
 
 @fields(body_timeout_s=1.0)
@@ -399,8 +379,8 @@ def test_a_slow_but_steady_body_is_not_cut_off(server: LiveServer) -> None:
     """Over body_timeout_s in total, but never silent for long and fast enough on average."""
     chunk = b"x" * 64 * 1024
     head = _head("/train_layer2", f"Content-Length: {6 * len(chunk)}\r\n")
-    answer = exchange(server, head, [chunk] * 6, pause=0.4)
-    assert answer.elapsed > 2
+    answer = exchange(server, head, [chunk] * 6, pause=0.4)  # 2.4 s in all, over the 1 s
+    assert answer.sent == 6 * len(chunk)
     assert answer.status == 400  # the body arrived in full: then refused as invalid JSON
     assert answer.body["error_type"] == "malformed_body"
 
@@ -483,23 +463,6 @@ def test_the_stream_refuses_an_oversized_frame(server: LiveServer) -> None:
 
 
 # ------------------------------------------------------------------ the rest
-
-
-def test_an_unexpected_failure_shows_no_traceback(server: LiveServer) -> None:
-    def boom() -> None:
-        raise RuntimeError("secret internals /srv/corteza")
-
-    server.app.add_api_route("/v1/boom", boom)
-    with server.http(headers=AUTH) as http:
-        response = http.get("/v1/boom")
-    assert response.status_code == 500
-    assert response.json() == {
-        "status": "error",
-        "error": INTERNAL_MESSAGE,
-        "error_type": "internal_error",
-    }
-    assert "Traceback" not in response.text and "secret" not in response.text
-    assert response.headers["x-corteza-protocol"] == "1.0"
 
 
 @fields(body_timeout_s=1.0)

@@ -246,14 +246,30 @@ def test_the_client_predicts_in_binary_by_default_and_in_json_on_request(
         )
 
 
+class AsyncRecordingTransport(httpx.AsyncHTTPTransport):
+    """The async twin of :class:`RecordingTransport`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.url.path == "/v1/predict":
+            self.seen.append((request.headers["content-type"], response.headers["content-type"]))
+        return response
+
+
 def test_the_async_client_predicts_in_binary_too(live: LiveServer) -> None:
     x = _inputs(3, 32, seed=4)
+    transport = AsyncRecordingTransport()
 
     async def scenario() -> Predictions:
-        async with AsyncClient(live.url) as client:
+        async with AsyncClient(live.url, transport=transport) as client:
             return await client.predict(x)
 
     got = asyncio.run(scenario())
+    assert transport.seen == [(BATCH_CONTENT_TYPE, PREDICTIONS_CONTENT_TYPE)]
     with Client(live.url, wire_format="json") as client:
         want = client.predict(x)
     np.testing.assert_array_equal(got.anomaly_prob, want.anomaly_prob)
