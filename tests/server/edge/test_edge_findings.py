@@ -157,3 +157,38 @@ def test_json_sequences_are_counted_by_their_steps(http: httpx.Client) -> None:
     assert answer.json()["error"] == (
         "Sequence too long: 1025 time steps; this server takes at most 1024 (--max-seq-len)"
     )
+
+
+def test_an_https_origin_is_not_same_origin_on_an_http_server(
+    server: LiveServer, http: httpx.Client
+) -> None:
+    netloc = server.url.removeprefix("http://")
+    assert http.get("/status", headers={"Origin": f"http://{netloc}"}).status_code == 200
+    refused = http.get("/status", headers={"Origin": f"https://{netloc}"})
+    assert refused.status_code == 403
+    assert refused.json()["error"] == (
+        f"Origin https://{netloc} may not call this server; start it with "
+        f"--cors-origin https://{netloc} to allow that web page"
+    )
+
+
+def test_behind_a_tunnel_https_pages_of_the_host_are_same_origin() -> None:
+    from corteza.server.edge.security import origin_allowed
+
+    public = Settings(model=TINY, token=TOKEN, public=True, host="0.0.0.0")
+    assert origin_allowed("https://a.trycloudflare.com", "a.trycloudflare.com", public)
+    assert not origin_allowed("https://a.trycloudflare.com", "b.trycloudflare.com", public)
+    private = Settings(model=TINY, token=TOKEN)
+    assert not origin_allowed("https://127.0.0.1:8000", "127.0.0.1:8000", private)
+    assert origin_allowed("https://127.0.0.1:8000", "127.0.0.1:8000", private, "https")
+    assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000", private, "ws")
+
+
+@pytest.mark.parametrize("host", ["[::1]evil.com", "[::1]:80evil", "[::1]:"])
+def test_garbage_after_a_bracketed_host_is_refused(http: httpx.Client, host: str) -> None:
+    answer = http.get("/status", headers={"Host": host})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == (
+        f"Host {host} is not served here (DNS rebinding guard); "
+        f"start the server with --allowed-host {host} to allow it"
+    )

@@ -37,7 +37,10 @@ def host_name(value: str) -> str:
     name = value.strip().lower()
     if name.startswith("["):
         end = name.find("]")
-        return name[1:end] if end > 0 else name
+        rest = name[end + 1 :] if end > 0 else ""
+        if end > 0 and (not rest or (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit())):
+            return name[1:end]
+        return name  # garbage after the bracket ("[::1]evil.com"): no address of ours
     if name.count(":") == 1:  # name:port; a bare IPv6 address has several colons
         name = name.split(":", 1)[0]
     return name.removesuffix(".")

@@ -82,14 +82,18 @@ def host_allowed(name: str, settings: Settings) -> bool:
     return False
 
 
-def origin_allowed(origin: str, host: str, settings: Settings) -> bool:
-    """Same-origin (the Origin's ``host:port`` is the Host header) or a listed CORS origin."""
+def origin_allowed(origin: str, host: str, settings: Settings, scheme: str = "http") -> bool:
+    """Same-origin (the Origin's scheme is the request's and its ``host:port`` the Host
+    header) or a listed CORS origin. A server behind a tunnel (``public``) is reached over
+    https whatever its own scheme: https pages of its host are same-origin too."""
     origin = origin.strip().lower().rstrip("/")
     listed = {o.strip().lower().rstrip("/") for o in settings.cors_origins}
     if "*" in listed or origin in listed:
         return True
-    scheme, sep, netloc = origin.partition("://")
-    return bool(sep) and scheme in ("http", "https") and netloc == host.strip().lower()
+    own = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    schemes = {own, "https"} if settings.public else {own}
+    origin_scheme, sep, netloc = origin.partition("://")
+    return bool(sep) and origin_scheme in schemes and netloc == host.strip().lower()
 
 
 class HostOriginMiddleware:
@@ -116,7 +120,8 @@ class HostOriginMiddleware:
         origins = _header(scope, b"origin")
         if origins:
             origin = origins[0].decode("latin-1")
-            if len(origins) > 1 or not origin_allowed(origin, host, self.settings):
+            scheme = str(scope.get("scheme", "http"))
+            if len(origins) > 1 or not origin_allowed(origin, host, self.settings, scheme):
                 shown = origin.strip()[:100]
                 message = (
                     f"Origin {shown} may not call this server; start it with "
