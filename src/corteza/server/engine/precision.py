@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import torch
 
+from corteza.server.engine.device import resolve_device
+
 PrecisionName = Literal["fp32", "fp16", "bf16"]
 PRECISION_REQUESTS = ("auto", "fp32", "fp16", "bf16")
 NATIVE_BF16 = (8, 0)  # Ampere and newer
@@ -125,6 +127,20 @@ def precision_for(device: torch.device, request: str) -> Precision:
     return choose_precision(device.type, device_capability(device), request)
 
 
+def precision_refusal(device_setting: str, request: str) -> str | None:
+    """The one-line refusal of ``request`` on the device ``device_setting`` names; None
+    when it can be honoured, or when the device itself is unusable (the server says so)."""
+    try:
+        device = resolve_device(device_setting)
+    except (ValueError, RuntimeError):
+        return None
+    try:
+        precision_for(device, request)
+    except PrecisionError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class StepOutcome:
     """What :meth:`MixedPrecision.step` did."""
@@ -151,6 +167,8 @@ def check_scaler_state(state: Mapping[str, Any]) -> None:
 
     An empty mapping (saved by a run without a scaler) is accepted: nothing to restore.
     """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"scaler state must be an object, got {type(state).__name__}")
     if not state:
         return
     if set(state) != set(SCALER_KEYS):
