@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -232,14 +233,13 @@ def test_a_refused_batch_raises_the_servers_error(live_server: LiveServer) -> No
 def test_an_unreachable_server_is_waited_for_until_give_up_after(data: Dataset) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     events = Events()
-    started = time.monotonic()
     with Client(url) as client, pytest.raises(ConnectError) as error:
         StreamingTrainer(
             client, data.X, data.y, on_event=events, backoff=FAST, give_up_after=0.5
         ).run()
-    assert 0.5 <= time.monotonic() - started < 5
     assert str(error.value).startswith(f"Cannot reach {url} (")
-    assert "gave up after 0." in str(error.value)
+    given_up = re.search(r"gave up after ([0-9.]+) s$", str(error.value))
+    assert given_up is not None and float(given_up.group(1)) >= 0.5  # not before give_up_after
     waiting = events.of("waiting")
     assert len(waiting) >= 3
     assert waiting[0].startswith(f"server {url} unreachable (")
@@ -445,16 +445,24 @@ def test_a_url_that_is_not_corteza_is_an_error_not_a_wait(tmp_path: Path, data: 
 def test_streamed_feedback_names_the_acknowledged_batch(live_server: LiveServer) -> None:
     """With a window in flight, "the latest batch" is not the one the ack is about."""
     data = make_dataset(64, input_dim=TINY.input_dim, seed=5)
-    seen: list[str | None] = []
-    original = live_server.state.worker.feedback.resolve
+    feedback = live_server.state.worker.feedback
+    trained: list[str] = []  # the server's batch ids, in training order
+    seen: list[str | None] = []  # the ids feedback named
+    remember, resolve = feedback.remember, feedback.resolve
 
-    def spy(batch_id: str | None) -> str | None:
+    def remember_spy(inputs: Any) -> str:
+        trained.append(remember(inputs))
+        return trained[-1]
+
+    def resolve_spy(batch_id: str | None) -> str | None:
         seen.append(batch_id)
-        return original(batch_id)
+        return resolve(batch_id)
 
-    live_server.state.worker.feedback.resolve = spy  # type: ignore[method-assign]
+    feedback.remember = remember_spy  # type: ignore[method-assign]
+    feedback.resolve = resolve_spy  # type: ignore[method-assign]
     with Client(live_server.url) as client:
         summary = fit(client, data.X, data.y, batch_size=4, feedback_every=2, window=4)
     assert summary.feedback_sent == 8
-    assert len(seen) == 8
-    assert all(isinstance(batch_id, str) for batch_id in seen)
+    assert len(trained) == 16
+    # Feedback after batches 2, 4, ..., 16 names exactly those batches, not the latest trained.
+    assert seen == trained[1::2]
