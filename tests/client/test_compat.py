@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,16 +28,6 @@ from corteza.client import (
 )
 from corteza.compat import ClienteColab
 from tests.conftest import TINY, LiveServer
-
-# As in test_light_install.py: torch and the server's packages cannot be imported.
-BLOCK = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"torch", "fastapi", "uvicorn", "starlette"}:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, Block())
-"""
 
 
 def muestras(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
@@ -240,27 +228,3 @@ def test_cerrar_and_the_context_manager_close_the_connection(live_server: LiveSe
     otro = ClienteColab(live_server.url)
     otro.cerrar()
     assert otro.client._http.is_closed
-
-
-def test_corteza_compat_imports_without_torch(live_server: LiveServer) -> None:
-    code = f"""
-import corteza.compat
-from corteza.compat import ClienteColab
-with ClienteColab({{"serverUrl": {live_server.url!r}}}) as cliente:
-    ok = cliente.conectar()
-    r = cliente.entrenar([{{"input_data": [0.5] * {TINY.input_dim}, "anomaly_label": 1}}])
-try:
-    import torch
-except ModuleNotFoundError:
-    blocked = True
-print(corteza.compat.__all__, ok, r.batch_size, "torch" in sys.modules, blocked)
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK + code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["['ClienteColab']", "True", "1", "False", "True"]

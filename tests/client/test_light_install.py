@@ -77,3 +77,21 @@ main()
         "torch, fastapi, uvicorn): pass --server URL, set CORTEZA_URL, or "
         "pip install 'corteza[server]'"
     )
+
+
+def test_corteza_compat_runs_without_torch(live_server: LiveServer) -> None:
+    """The seed's ``ClienteColab`` (tests/client/test_compat.py) on the light install."""
+    result = _run(f"""
+import corteza.compat
+from corteza.compat import ClienteColab
+with ClienteColab({{"serverUrl": {live_server.url!r}}}) as cliente:
+    ok = cliente.conectar()
+    r = cliente.entrenar([{{"input_data": [0.5] * {TINY.input_dim}, "anomaly_label": 1}}])
+try:
+    import torch
+except ModuleNotFoundError:
+    blocked = True
+print(corteza.compat.__all__, ok, r.batch_size, "torch" in sys.modules, blocked)
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["['ClienteColab']", "True", "1", "False", "True"]
