@@ -44,9 +44,7 @@ def _with_metadata(**metadata: str) -> bytes:
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
-def test_a_binary_batch_trains_and_answers_the_same_json(
-    live_server: LiveServer, http: httpx.Client, dtype: Any
-) -> None:
+def test_a_binary_batch_trains_and_answers_the_same_json(http: httpx.Client, dtype: Any) -> None:
     response = _post(http, encode_batch(X, LABELS, epochs=2, dtype=dtype, run_id="r", seq=0))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -55,10 +53,8 @@ def test_a_binary_batch_trains_and_answers_the_same_json(
     assert body["outputs"].keys() == reference["outputs"].keys()
     assert body["status"] == "trained"
     assert body["batch_size"] == 4
-    assert body["epochs"] == 2
-    assert len(body["losses"]) == 2
-    assert body["step"] == 2
-    assert live_server.state.trainer.step == 3
+    # The header's epochs were read (steps per epoch: test_routes.py).
+    assert (body["epochs"], len(body["losses"])) == (2, 2)
 
 
 def test_a_sequence_batch_with_targets_trains(http: httpx.Client) -> None:
