@@ -1,7 +1,7 @@
 """The CUDA paths, on a GPU (skipped without one; every other test pins the CPU).
 
-The trainer on a CUDA device (pinned copies, bf16 autocast where supported) behind a real
-server, and the CUDA RNG state that checkpoints save and a resumed server restores.
+The trainer on a CUDA device behind a real server (its precision policy and staging:
+test_gpu_engine.py), and the CUDA RNG state that checkpoints save and a resumed server restores.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ def test_the_trainer_trains_on_the_gpu() -> None:
         trainer = live.state.trainer
         assert trainer.device.type == "cuda"
         assert {p.device.type for p in trainer.model.parameters()} == {"cuda"}
-        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        assert trainer.autocast_dtype == (torch.bfloat16 if bf16 else None)
         with live.http() as http:
             trained = http.post("/train_layer2", json={"samples": samples(8, TINY.input_dim)})
             assert trained.status_code == 200, trained.text
@@ -46,7 +44,7 @@ def test_the_trainer_trains_on_the_gpu() -> None:
     assert stats["dispositivo"] == "GPU"
     assert stats["device"].startswith("cuda")
     assert stats["device_name"] == torch.cuda.get_device_name(0)
-    assert stats["gpu_memoria_mb"] > 0
+    assert stats["gpu_memory_reserved_mb"] > 0  # the caching allocator holds a block at least
     assert diagnosis["gpu_info"] == {"cuda": True, "device": "GPU"}
 
 
