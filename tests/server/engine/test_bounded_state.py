@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 from websockets.sync.client import connect
 
-from corteza.server.engine.runs import STORED_ANSWERS, Run, RunBook
+from corteza.server.engine.runs import ANSWERS_KEPT, STORED_ANSWERS, Run, RunBook
 from corteza.server.engine.trainer import TrainResult
 from corteza.server.observe.events import RUNS_FOLLOWED, EventBus, TrainingEvents
 from corteza.wire import PROTOCOL_VERSION
@@ -108,3 +108,15 @@ def test_the_events_follow_a_bounded_number_of_runs() -> None:
     assert len(events._runs) == RUNS_FOLLOWED
     assert events.run_closed(f"r{RUNS_FOLLOWED + 9}") is True
     assert events.run_closed("r0") is False  # the oldest was let go
+
+
+def test_the_whole_book_keeps_a_bounded_number_of_answers() -> None:
+    book = RunBook(keep=1000)
+    runs = ANSWERS_KEPT // STORED_ANSWERS + 4
+    for number in range(runs):
+        _trained(book, f"r{number}", STORED_ANSWERS)
+    saved = book.to_json()
+    assert sum(len(run["answers"]) for run in saved) == ANSWERS_KEPT
+    assert len(saved[-1]["answers"]) == STORED_ANSWERS  # the latest run keeps all of its own
+    assert saved[0]["answers"] == []  # the longest idle gave its answers up first
+    assert book.decide("r0", 5) == {"seq": 5, "run_id": "r0"}  # replayed without a stored answer

@@ -14,7 +14,9 @@ resumes, and silently skips, someone else's batches. No fingerprint (the
 seed's client, plain REST) is accepted on any run. One live connection holds a
 run at a time; a second is :class:`RunBusyError` (409 ``run_busy``).
 
-The book is bounded: each run keeps its last ``STORED_ANSWERS`` answers, and
+The book is bounded: each run keeps its last ``STORED_ANSWERS`` answers (the
+book at most ``ANSWERS_KEPT``, taken first from the longest idle runs: an
+answer too old to be kept replays as ``{"seq", "run_id", "replayed"}``), and
 beyond the runs in use (a live stream holds its run) it keeps at most
 ``keep`` others, none idle longer than ``ttl`` seconds. Runs that trained
 nothing go first (a hello with a null run id opens one), then the longest
@@ -36,6 +38,7 @@ from typing import Any
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FINGERPRINT = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 STORED_ANSWERS = 256  # answers kept per run for replays
+ANSWERS_KEPT = 4096  # answers kept in the whole book (~1.6 KB each in state.json)
 RUNS_KEEP = 256  # runs kept besides those in use
 RUNS_TTL = 7 * 24 * 3600.0  # seconds a run not in use is kept after its last batch
 
@@ -248,6 +251,19 @@ class RunBook:
             run.answers[seq] = answer
             while len(run.answers) > STORED_ANSWERS:
                 run.answers.popitem(last=False)
+            self._trim_answers()
+
+    def _trim_answers(self) -> None:
+        """Keep at most ``ANSWERS_KEPT`` answers, the longest idle runs' first to go."""
+        excess = sum(len(run.answers) for run in self._runs.values()) - ANSWERS_KEPT
+        if excess <= 0:
+            return
+        for run in sorted(self._runs.values(), key=lambda run: (run.holders > 0, run.touched)):
+            while run.answers and excess > 0:
+                run.answers.popitem(last=False)
+                excess -= 1
+            if excess <= 0:
+                return
 
     def next_seqs(self) -> dict[str, int]:
         """``run_id -> next_seq`` of every run, without serialising their answers."""
