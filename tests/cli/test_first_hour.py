@@ -15,7 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from corteza.cli import app
-from corteza.client import SavedServer, free_port, load_saved_server, save_server
+from corteza.client import (
+    SavedServer,
+    free_port,
+    load_saved_server,
+    make_dataset,
+    save_dataset,
+    save_server,
+)
 from corteza.server import Settings
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 
@@ -232,6 +239,39 @@ def test_pull_replaces_a_damaged_copy_whole(saving: LiveServer, tmp_path: Path) 
     assert json.loads(out) == {"checkpoint": str(dest / name), "up_to_date": False}
     assert weights.read_bytes() == good
     assert [p.name for p in dest.iterdir()] == [name]
+
+
+def test_train_then_pull_saves_one_first(saving: LiveServer, tmp_path: Path) -> None:
+    data = tmp_path / "d.npz"
+    save_dataset(make_dataset(40, input_dim=TINY.input_dim, seed=1), data)
+    code, _, err = corteza("train", str(data), "--server", saving.url, "--holdout", "0")
+    assert code == 0, err
+    dest = tmp_path / "pulled"
+    code, out, err = corteza("pull", str(dest), "--server", saving.url)
+    assert code == 0, err
+    step = saving.state.trainer.step
+    assert err == f"The server had no checkpoint yet: it saved one at step {step}.\n"
+    (folder,) = dest.iterdir()
+    assert out == f"Pulled {folder}\n"
+    assert (folder / "MANIFEST.json").is_file()
+
+
+def test_pull_save_pulls_the_current_weights(saving: LiveServer, tmp_path: Path) -> None:
+    with saving.http() as http:
+        first = http.post("/v1/checkpoint").json()["checkpoint"]
+    code, out, err = corteza("pull", str(tmp_path), "--server", saving.url, "--save", "--json")
+    assert code == 0, err
+    pulled = Path(json.loads(out)["checkpoint"])
+    assert pulled.name != first
+    assert pulled.name == saving.state.checkpointer.last_path.name
+
+
+def test_pull_from_a_server_without_checkpoints_says_how(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    code, out, err = corteza("pull", str(tmp_path / "p"), "--server", live_server.url)
+    assert (code, out) == (2, "")
+    assert err == "error: Checkpoints are off: start the server with --checkpoint-dir DIR\n"
 
 
 def test_push_refuses_an_unfinished_pull(saving: LiveServer, tmp_path: Path) -> None:

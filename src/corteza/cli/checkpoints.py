@@ -30,7 +30,7 @@ from corteza.cli.common import (
     print_json,
     target,
 )
-from corteza.client import Client, InvalidDataError
+from corteza.client import Client, InvalidDataError, NotFoundError
 
 MANIFEST = "MANIFEST.json"
 STAGING_PREFIX = ".corteza-pull-"  # hidden, and removed whatever happens
@@ -52,6 +52,12 @@ def pull(
         "--format",
         help="checkpoint: the latest saved checkpoint; onnx: the current weights as ONNX.",
     ),
+    save: bool = typer.Option(
+        False,
+        "--save",
+        help="Ask the server to save its current weights first (without it: only when it "
+        "has no checkpoint yet).",
+    ),
     server: str | None = ServerOption,
     token: str | None = TokenOption,
     as_json: bool = JsonOption,
@@ -59,8 +65,9 @@ def pull(
 ) -> None:
     """Download the server's latest checkpoint (safetensors + JSON, sha256-checked), or ONNX.
 
-    A folder that already holds that checkpoint, verified, is left as it is
-    ("already up to date"); a damaged copy is replaced whole.
+    A server that has saved none yet is asked to save one first. A folder that
+    already holds that checkpoint, verified, is left as it is ("already up to
+    date"); a damaged copy is replaced whole.
     """
     with clear_errors(debug, as_json=as_json):
         chosen = target(server)
@@ -75,7 +82,18 @@ def pull(
             else:
                 typer.echo(f"Pulled {model}")
             return
-        folder, fresh = _pull_checkpoint(client, path)
+        if save:
+            client.save_checkpoint()
+        try:
+            folder, fresh = _pull_checkpoint(client, path)
+        except NotFoundError:  # none saved yet: the README's train-then-pull
+            saved = client.save_checkpoint()
+            if not as_json:
+                console.print(
+                    f"The server had no checkpoint yet: it saved one at step {saved.step}.",
+                    highlight=False,
+                )
+            folder, fresh = _pull_checkpoint(client, path)
     if as_json:
         print_json({"checkpoint": str(folder), "up_to_date": not fresh})
     elif fresh:

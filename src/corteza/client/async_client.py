@@ -35,6 +35,7 @@ from corteza.wire import (
     TrainResponse,
     WireDtype,
 )
+from corteza.wire.schemas import CheckpointSaved
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,10 @@ class AsyncClient(BaseClient):
         reward: float | None = None,
     ) -> FeedbackResponse:
         return await self._run(feedback_call(adjustments, validated, batch_id, reward))
+
+    async def save_checkpoint(self) -> CheckpointSaved:
+        """Ask the server to save a checkpoint now, after the batches it has queued."""
+        return await self._run(Call(CheckpointSaved, "POST", PULL_PATH, idempotent=True))
 
     async def pull(self, dest: str | Path = ".") -> Path:
         """Download the latest checkpoint into ``dest``; returns its folder."""

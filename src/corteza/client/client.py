@@ -61,6 +61,7 @@ from corteza.wire import (
     WireDtype,
     encode_batch,
 )
+from corteza.wire.schemas import CheckpointSaved
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +377,10 @@ class Client(BaseClient):
         ``reward`` in [0, 1]; not validated, it is recorded only.
         """
         return self._run(feedback_call(adjustments, validated, batch_id, reward))
+
+    def save_checkpoint(self) -> CheckpointSaved:
+        """Ask the server to save a checkpoint now, after the batches it has queued."""
+        return self._run(Call(CheckpointSaved, "POST", PULL_PATH, idempotent=True))
 
     def pull(self, dest: str | Path = ".") -> Path:
         """Download the latest checkpoint into ``dest``; returns its folder."""

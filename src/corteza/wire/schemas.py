@@ -171,6 +171,15 @@ class Arquitectura(_Payload):
     parametros_entrenables: int
 
 
+class CheckpointSaved(_Payload):
+    """``POST /v1/checkpoint``: the checkpoint just saved and the runs it holds."""
+
+    status: Literal["saved"] = "saved"
+    checkpoint: str
+    step: int
+    runs: dict[str, int]  # run_id -> next_seq
+
+
 class ServerLimits(_Payload):
     """What one request may hold on this server, so a client can refuse before sending."""
 
