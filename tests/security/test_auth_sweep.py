@@ -98,9 +98,15 @@ def existing(secured_server: LiveServer, secured_http: httpx.Client) -> dict[str
     """Path parameter values that exist on the server, made with the token."""
     body = {"samples": samples(2, TINY.input_dim), "run_id": "sweep", "seq": 0}
     assert secured_http.post("/train_layer2", json=body).status_code == 200
-    assert secured_http.post("/v1/checkpoint").status_code == 200
+    saved = secured_http.post("/v1/checkpoint")
+    assert saved.status_code == 200
     upload_id = secured_http.post("/v1/checkpoint/uploads").json()["upload_id"]
-    return {"run_id": "sweep", "name": "model.safetensors", "upload_id": upload_id}
+    return {
+        "run_id": "sweep",
+        "name": "model.safetensors",
+        "upload_id": upload_id,
+        "checkpoint": saved.json()["checkpoint"],
+    }
 
 
 def _bodies() -> dict[str, dict[str, Any]]:

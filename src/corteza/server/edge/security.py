@@ -15,6 +15,12 @@ since a rebinding page always sends its own host name, so a LAN user reaching th
 server by address needs nothing, and by name passes ``--allowed-host NAME``. A
 request with an ``Origin`` that is neither same-origin nor a ``--cors-origin``
 is refused, so a web page cannot drive a token-free loopback server (CSRF).
+Requests a page makes without an ``Origin`` (an ``<img>``, a link, a no-cors
+fetch) carry the browser's ``Sec-Fetch-Site``: anything but ``same-origin``
+or ``none`` (the user's own navigation) is refused on every route but
+``/health`` and the dashboard's shell, unless its ``Origin`` is a listed
+``--cors-origin``. Clients that are not browsers (Python, the seed's Node
+client, curl) send no ``Sec-Fetch-Site`` and are not affected.
 
 Every refusal carries the wire's error body. Middlewares read ``settings`` on
 each request, so a tunnel can add its host name to ``allowed_hosts`` once open.
@@ -96,8 +102,30 @@ def origin_allowed(origin: str, host: str, settings: Settings, scheme: str = "ht
     return bool(sep) and origin_scheme in schemes and netloc == host.strip().lower()
 
 
+CROSS_SITE_ALLOWED = frozenset({b"same-origin", b"none"})  # Sec-Fetch-Site values let through
+
+
+def cross_site_problem(scope: Scope, settings: Settings) -> str | None:
+    """Why a browser's request from another site is refused, or None (see the module doc)."""
+    sites = _header(scope, b"sec-fetch-site")
+    if not sites or sites[0].strip().lower() in CROSS_SITE_ALLOWED:
+        return None
+    if scope["type"] == "http" and is_exempt(scope["method"], scope["path"]):
+        return None
+    listed = {o.strip().lower().rstrip("/") for o in settings.cors_origins}
+    origins = _header(scope, b"origin")
+    if origins and ("*" in listed or origins[0].decode("latin-1").strip().lower() in listed):
+        return None
+    site = sites[0].decode("latin-1").strip()[:40]
+    return (
+        f"Cross-site request refused (Sec-Fetch-Site: {site}): a web page of another site "
+        "may not call this server; start it with --cors-origin ORIGIN to allow that page"
+    )
+
+
 class HostOriginMiddleware:
-    """Refuses a Host off the allow-list (400) and a foreign Origin (403)."""
+    """Refuses a Host off the allow-list (400), a foreign Origin and a cross-site browser
+    request (403)."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -129,6 +157,10 @@ class HostOriginMiddleware:
                 )
                 await send_error(scope, send, 403, message, ErrorType.FORBIDDEN_ORIGIN)
                 return
+        problem = cross_site_problem(scope, self.settings)
+        if problem is not None:
+            await send_error(scope, send, 403, problem, ErrorType.FORBIDDEN_ORIGIN)
+            return
         await self.app(scope, receive, send)
 
 
