@@ -1,9 +1,20 @@
 """Checkpoints between the server and this machine: pull (download) and push (upload).
 
-Files travel one by one: downloads are streamed to disk and checked against
-the manifest's sha256; uploads go in chunks of at most 64 MiB (tunnels refuse
-bodies over 100 MB), then the server verifies the whole checkpoint against its
-model before it continues from it.
+A pull asks for the latest checkpoint's name and listing once, then fetches
+that checkpoint's files by name (``/v1/checkpoints/{name}/files/{file}``), so
+a save on the server meanwhile cannot mix two checkpoints. The manifest comes
+first and must match the listing (and its sha256, when the server gives it);
+every file must match the manifest's size and sha256. Names from the server
+are used as file names only when each is one plain path component (no ``/``,
+``\\``, ``..``, leading dot, drive colon or NUL), else the pull is refused.
+Files go into a private staging folder inside the destination, each fsynced,
+then the folder is renamed into place and the destination fsynced. A folder of
+that name already there is returned as it is when it holds the same
+checkpoint (same manifest), and refused clearly otherwise.
+
+Uploads go in chunks of at most 64 MiB (tunnels refuse bodies over 100 MB),
+then the server verifies the whole checkpoint against its model before it
+continues from it.
 """
 
 from __future__ import annotations
@@ -11,17 +22,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from corteza.client.errors import InvalidDataError, ProtocolError, raise_for_error
+from corteza.client.files import fsync_dir
 
 PULL_PATH = "/v1/checkpoint"
 PUSH_PATH = "/v1/checkpoint/uploads"
 MANIFEST = "MANIFEST.json"
 CHUNK = 64 * 1024 * 1024
+STAGING_PREFIX = ".pull-"
 
 
 def _check(response: httpx.Response) -> Any:
@@ -29,30 +44,84 @@ def _check(response: httpx.Response) -> Any:
     return response.json()
 
 
+def safe_name(name: object, what: str) -> str:
+    """``name`` when it is one plain path component; ProtocolError otherwise."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or name.startswith(".")
+        or any(c in name for c in "/\\:\0")
+    ):
+        raise ProtocolError(
+            f"the server named {what} {name!r:.80}, which is not one plain file name; "
+            "refusing to write it"
+        )
+    return name
+
+
+def _fetch(http: httpx.Client, url: str, path: Path) -> tuple[str, int]:
+    """Stream ``url`` into ``path`` (fsynced); its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    with http.stream("GET", url) as response:
+        if response.is_error:
+            response.read()
+            _check(response)
+        with path.open("wb") as out:
+            for block in response.iter_bytes(1 << 20):
+                out.write(block)
+                digest.update(block)
+                size += len(block)
+            out.flush()
+            os.fsync(out.fileno())
+    return digest.hexdigest(), size
+
+
 def pull_checkpoint(http: httpx.Client, dest: Path) -> Path:
     """Download the server's latest checkpoint into ``dest/<name>/``; returns that folder."""
     listing = _check(http.get(PULL_PATH))
-    folder = dest / str(listing["checkpoint"])
-    partial = folder.with_name(folder.name + ".part")
-    partial.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Any] = listing["files"]
-    for name, meta in files.items():
-        if "/" in name or name.startswith("."):
-            raise ProtocolError(f"the server listed an unsafe file name {name!r}")
-        digest = hashlib.sha256()
-        with http.stream("GET", f"/v1/checkpoint/files/{name}") as response:
-            if response.is_error:
-                response.read()
-                _check(response)
-            with (partial / name).open("wb") as out:
-                for block in response.iter_bytes(1 << 20):
-                    out.write(block)
-                    digest.update(block)
-        if digest.hexdigest() != meta["sha256"]:
-            raise ProtocolError(f"{name} arrived corrupted (sha256 differs); pull again")
-    manifest = http.get(f"/v1/checkpoint/files/{MANIFEST}")
-    (partial / MANIFEST).write_bytes(manifest.content)
-    os.replace(partial, folder)
+    name = safe_name(listing.get("checkpoint"), "its checkpoint")
+    files: dict[str, Any] = listing.get("files") or {}
+    for file in files:
+        safe_name(file, "a checkpoint file")
+    # Servers before named downloads serve the latest only (and give no manifest_sha256).
+    named = "manifest_sha256" in listing
+    base = f"/v1/checkpoints/{name}/files" if named else "/v1/checkpoint/files"
+    folder = dest / name
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
+    try:
+        partial = staging / name
+        partial.mkdir()
+        digest, _ = _fetch(http, f"{base}/{MANIFEST}", partial / MANIFEST)
+        if named and digest != listing["manifest_sha256"]:
+            raise ProtocolError(f"{MANIFEST} of {name} arrived corrupted (sha256 differs)")
+        try:
+            manifest = json.loads((partial / MANIFEST).read_text(encoding="utf-8"))["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"{MANIFEST} of {name} is not a checkpoint manifest") from exc
+        if manifest != files:
+            raise ProtocolError(f"{MANIFEST} of {name} does not list what the server listed")
+        for file, meta in files.items():
+            digest, size = _fetch(http, f"{base}/{file}", partial / file)
+            if (digest, size) != (meta.get("sha256"), meta.get("bytes")):
+                raise ProtocolError(f"{file} arrived corrupted (sha256 differs); pull again")
+        fsync_dir(partial)
+        if folder.exists():
+            if (folder / MANIFEST).is_file() and (folder / MANIFEST).read_bytes() == (
+                partial / MANIFEST
+            ).read_bytes():
+                return folder  # the same checkpoint, pulled before
+            raise InvalidDataError(
+                f"{folder} already exists and holds something else: move it away or pull "
+                "into another folder",
+                error_type="destination_exists",
+            )
+        os.rename(partial, folder)
+        fsync_dir(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
