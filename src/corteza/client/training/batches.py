@@ -7,6 +7,8 @@ and encoded as the stream's frame, numbered ``(run_id, seq)``.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -30,10 +32,27 @@ class Batches:
         self.n = len(X)
         self.batch_size = batch_size
         self.seed = seed
+        self.epochs = epochs
         self.per_epoch = -(-self.n // batch_size)
         self.total = self.per_epoch * epochs
         self._epoch = -1
         self._order: NDArray[np.int64] | None = None
+
+    def fingerprint(self) -> str:
+        """The run's data and settings in one printable line for the server to match.
+
+        sha256 of X and y (dtype, shape and bytes), then the batch size, epochs and
+        seed: the same data and settings resume a run, anything else is another run.
+        """
+        digest = hashlib.sha256()
+        for array in (self.X, self.y):
+            digest.update(f"{np.dtype(array.dtype).str}{tuple(array.shape)}".encode())
+            for start in range(0, len(array), 4096):  # memory-mapped data is read in pieces
+                digest.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
+        return (
+            f"sha256:{digest.hexdigest()[:32]}/batch:{self.batch_size}/epochs:{self.epochs}"
+            f"/seed:{self.seed}"
+        )
 
     def epoch(self, seq: int) -> int:
         return seq // self.per_epoch

@@ -106,9 +106,21 @@ def open_stream(url: str, token: str | None) -> ClientConnection:
         raise NoWebSocketError(describe(exc)) from exc
 
 
-def say_hello(ws: ClientConnection, run_id: str | None, window: int) -> Welcome:
-    """Open (or resume, with ``run_id``) a run on ``ws``; the server's checked welcome."""
-    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": run_id, "window": window}
+def say_hello(
+    ws: ClientConnection, run_id: str | None, window: int, fingerprint: str | None = None
+) -> Welcome:
+    """Open (or resume, with ``run_id``) a run on ``ws``; the server's checked welcome.
+
+    ``fingerprint`` (of the run's data and settings) lets the server refuse a run id
+    that is another run's (``run_conflict``) rather than resume it.
+    """
+    hello = {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "run_id": run_id,
+        "window": window,
+        "fingerprint": fingerprint,
+    }
     try:
         ws.send(json.dumps(hello))
         message = receive(ws, timeout=WELCOME_TIMEOUT)
@@ -152,7 +164,8 @@ def raise_error(message: dict[str, Any]) -> NoReturn:
         raise ResyncError(str(message.get("error")))
     if error_type == "unsupported_protocol":
         raise ProtocolError(str(message.get("error")))
-    raise parse_error(500 if error_type == "internal_error" else 422, message)
+    status = {"internal_error": 500, "run_conflict": 409, "run_busy": 409}.get(error_type, 422)
+    raise parse_error(status, message)
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

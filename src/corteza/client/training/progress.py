@@ -94,6 +94,9 @@ class FitSummary:
     run_id: str | None = None  # the server's run, to resume it (None: sent without one)
     transport: Transport = "rest"  # how the batches travelled in the end
     durable_seq: int | None = None  # the last batch a server checkpoint is known to hold
+    # Batches the server already held for this run (same data and settings) when this call
+    # began: counted in ``batches``, not trained again.
+    resumed_batches: int = 0
 
     @property
     def final_loss(self) -> float | None:

@@ -37,7 +37,13 @@ from websockets.sync.client import ClientConnection
 from corteza.client.backoff import Attempts, Backoff
 from corteza.client.calls import GATEWAY_STATUSES, Call, M, feedback_call, parse_answer
 from corteza.client.client import Client
-from corteza.client.errors import NotFoundError, OutOfOrderError, ProtocolError, TransportError
+from corteza.client.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    OutOfOrderError,
+    ProtocolError,
+    TransportError,
+)
 from corteza.client.payloads import refusal
 from corteza.client.saved_server import Locator, follow_saved_server
 from corteza.client.training.batches import Batches
@@ -68,6 +74,7 @@ from corteza.wire import BATCH_CONTENT_TYPE, HealthResponse, TrainResponse, dime
 
 logger = logging.getLogger(__name__)
 
+FINGERPRINT_HEADER = "X-Corteza-Run-Fingerprint"  # the run's data and settings, over REST
 MAX_RESYNCS = 5  # out-of-order answers in a row, with no batch acknowledged between
 
 
@@ -125,6 +132,7 @@ class StreamingTrainer:
         self.locate = locate or follow_saved_server(client.url, client.token)
         self.max_in_flight = 0  # the most batches ever sent and not yet answered
         self._batches = Batches(X, y, batch_size, seed, epochs)
+        self.fingerprint = self._batches.fingerprint()
         self._ledger = Ledger(self._batches, transport)
         self.summary: FitSummary = self._ledger.summary
         self._cadence = Cadence(feedback_every, until_loss)
@@ -212,7 +220,10 @@ class StreamingTrainer:
         with open_stream(url, token) as ws:
             welcome = self._handshake(ws)
             window = max(1, min(self.window, welcome.window))
+            first = not self._connected_once and self._ledger.counted == 0
             start = self._resume_at(welcome.next_seq, window)
+            if first and welcome.next_seq:
+                self.summary.resumed_batches = min(welcome.next_seq, self.total)
             if not self._connected_once:
                 self._connected_once = True
                 self._event(
@@ -244,7 +255,13 @@ class StreamingTrainer:
                 raise UnreachableError(describe(exc)) from exc
 
     def _handshake(self, ws: ClientConnection) -> Welcome:
-        welcome = say_hello(ws, self.run_id, self.window)
+        try:
+            welcome = say_hello(ws, self.run_id, self.window, self.fingerprint)
+        except InvalidRequestError as exc:
+            if exc.error_type == "run_busy" and self._connected_once:
+                # Our own previous connection, not yet seen closed by the server: wait.
+                raise UnreachableError(str(exc)) from exc
+            raise
         self.run_id = welcome.run_id
         self._answered = True
         self._input_dim = welcome.input_dim
@@ -302,7 +319,7 @@ class StreamingTrainer:
     def _rest(self, url: str, token: str | None) -> None:
         if self.run_id is None:
             self.run_id = uuid.uuid4().hex  # no hello to get one from the server
-        headers = {"Content-Type": BATCH_CONTENT_TYPE}
+        headers = {"Content-Type": BATCH_CONTENT_TYPE, FINGERPRINT_HEADER: self.fingerprint}
         seq = self._ledger.counted
         while not self._done():
             call = Call(

@@ -2,9 +2,12 @@
 
 Protocol (v1):
 
-1. client: ``{"type": "hello", "protocol": "1.0", "run_id": str | null, "window": int}``
+1. client: ``{"type": "hello", "protocol": "1.0", "run_id": str | null, "window": int,
+   "fingerprint": str | null}`` (of the run's data and settings)
 2. server: ``{"type": "welcome", "protocol", "run_id", "next_seq", "window", "input_dim",
-   "model_config"}`` (a new run when ``run_id`` is null; a known run resumes)
+   "model_config"}`` (a new run when ``run_id`` is null; a known run resumes). A known
+   run with another fingerprint is refused (``run_conflict``, naming both), and so is a
+   run another live connection holds (``run_busy``)
 3. client: binary frames, each an ``application/x-corteza-batch`` body with ``seq``
    metadata; at most ``window`` unanswered
 4. server, in seq order: ``{"type": "ack", "seq", "loss", "anomaly_prob", "batch_size",
@@ -40,7 +43,12 @@ from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
 from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.routes.training import parse_binary_request
-from corteza.server.engine.runs import OutOfOrderError, check_run_id
+from corteza.server.engine.runs import (
+    OutOfOrderError,
+    RunBusyError,
+    RunConflictError,
+    check_run_id,
+)
 from corteza.server.engine.trainer import TrainingDivergedError
 from corteza.server.state import ServerState
 from corteza.wire import PROTOCOL_VERSION, ErrorType
@@ -162,6 +170,7 @@ class StreamSession:
             asyncio.Queue()
         )
         self.run_id = ""
+        self.held = False  # this connection holds its run (released when it ends)
         self.window = 1
         self.pending = 0  # batches handed to the worker and not yet answered
         self.slots = asyncio.Semaphore(1)
@@ -172,6 +181,13 @@ class StreamSession:
         return self.state.runs.open(self.run_id).next_seq if self.run_id else 0
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.held:
+                self.state.runs.release(self.run_id)
+
+    async def _run(self) -> None:
         await self.ws.accept()
         try:
             await self.handshake()
@@ -214,11 +230,20 @@ class StreamSession:
                 None,
                 0,
             )
-        run_id = hello.get("run_id")
+        run_id, fingerprint = hello.get("run_id"), hello.get("fingerprint")
         try:
-            run = self.state.runs.open(None if run_id is None else check_run_id(str(run_id)))
+            if fingerprint is not None and not isinstance(fingerprint, str):
+                raise ValueError("fingerprint must be a string")
+            run = self.state.runs.hold(
+                None if run_id is None else check_run_id(str(run_id)), fingerprint
+            )
+        except RunConflictError as exc:
+            raise StreamError(str(exc), ErrorType.RUN_CONFLICT, None, 0) from exc
+        except RunBusyError as exc:
+            raise StreamError(str(exc), ErrorType.RUN_BUSY, None, 0) from exc
         except ValueError as exc:
             raise StreamError(str(exc), ErrorType.INVALID_REQUEST, None, 0) from exc
+        self.run_id, self.held = run.run_id, True
         asked = hello.get("window", 4)
         largest = self.state.settings.stream_window
         self.window = max(1, min(asked if isinstance(asked, int) else 4, largest))

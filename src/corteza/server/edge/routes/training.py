@@ -17,7 +17,12 @@ from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.openapi import binary_body, error_responses, request_body
 from corteza.server.engine.answers import now_iso
 from corteza.server.engine.feedback import InvalidFeedbackError, UnknownBatchError
-from corteza.server.engine.runs import OutOfOrderError, check_run_id
+from corteza.server.engine.runs import (
+    OutOfOrderError,
+    RunConflictError,
+    check_fingerprint,
+    check_run_id,
+)
 from corteza.server.engine.trainer import TrainingDivergedError
 from corteza.server.settings import Settings
 from corteza.wire import (
@@ -40,6 +45,7 @@ Incoming = tuple[Batch, str | None, int | None]  # the batch, its run_id and seq
 
 
 JSON_CONTENT_TYPE = "application/json"
+FINGERPRINT_HEADER = "X-Corteza-Run-Fingerprint"
 
 BINARY_BATCH_DESCRIPTION = (
     f"A safetensors file ({BATCH_CONTENT_TYPE}): tensors `inputs` F32, F16 or BF16 "
@@ -149,8 +155,16 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     The body is the seed's JSON, or a binary batch (``application/x-corteza-batch``).
     With ``run_id`` and ``seq`` the batch is applied exactly once: a seq already
     applied answers its stored result with ``"replayed": true``; a seq ahead of
-    the run's next is refused with 409 and ``next_seq``.
+    the run's next is refused with 409 and ``next_seq``. A run's fingerprint (of its
+    data and settings) may come in the ``X-Corteza-Run-Fingerprint`` header: another one
+    on a known run is 409 ``run_conflict``.
     """
+    fingerprint = request.headers.get(FINGERPRINT_HEADER)
+    if fingerprint is not None:
+        try:
+            check_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise ApiError(422, str(exc), ErrorType.INVALID_REQUEST) from exc
     content_type = batch_media_type(request)
     body = await request.body()
     batch, run_id, seq = await run_in_threadpool(
@@ -158,7 +172,9 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     )
     check_batch_limits(batch.inputs.shape, state.settings)
     try:
-        answer = await state.worker.train(batch, run_id, seq)
+        answer = await state.worker.train(batch, run_id, seq, fingerprint)
+    except RunConflictError as exc:
+        raise ApiError(409, str(exc), ErrorType.RUN_CONFLICT) from exc
     except TrainingDivergedError as exc:
         raise ApiError(422, str(exc), ErrorType.TRAINING_DIVERGED) from exc
     except OutOfOrderError as exc:
