@@ -188,14 +188,16 @@ def _peak_rss_growth_mb(pid: int, send: Any) -> tuple[float, Any]:
 
 
 def test_json_bodies_cost_a_few_times_their_size(serve: ServeProcess, figure: Any) -> None:
-    over = json.dumps({"inputs": [[0] * TINY.input_dim] * 312_500}).encode()  # ~20 MB
-    largest = json.dumps({"inputs": [[0.123456789] * TINY.input_dim] * 4096}).encode()
+    over = json.dumps({"inputs": [[0] * TINY.input_dim] * 312_500}).encode()  # ~29 MB
+    row = [0.12345678901234567 * (i + 1) for i in range(TINY.input_dim)]  # full precision
+    largest = json.dumps({"inputs": [row] * 4096}).encode()  # the row cap, 2D
     with serve.http(headers={**AUTH, "Content-Type": "application/json"}) as http:
-        refused_mb, refused = _peak_rss_growth_mb(
-            serve.pid, lambda: _note(http.post("/v1/predict", content=over))
-        )
+        # The accepted one first: the allocator keeps what a peak took, hiding later ones.
         accepted_mb, accepted = _peak_rss_growth_mb(
             serve.pid, lambda: _note(http.post("/v1/predict", content=largest))
+        )
+        refused_mb, refused = _peak_rss_growth_mb(
+            serve.pid, lambda: _note(http.post("/v1/predict", content=over))
         )
     assert refused.status_code == 413
     assert refused.json()["error_type"] == "batch_too_large"
