@@ -28,15 +28,7 @@ def test_every_option_and_argument_has_help(name: str) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason="serve renders its own app's help"))
-        if name == "serve"
-        else name
-        for name in sorted(COMMANDS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_keeps_every_extra_name_and_shows_no_bool_type(name: str) -> None:
     shown = render(name)
     written = " ".join(p.help or "" for p in COMMANDS[name].params)
