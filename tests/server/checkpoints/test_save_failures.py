@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corteza.client import Client, make_dataset
+from corteza.client.training.fit import fit
 from corteza.server import Settings
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
 from corteza.server.observe.events import Event
@@ -187,3 +189,33 @@ def test_a_failed_save_is_a_webhook_event_with_a_human_line() -> None:
         "corteza: checkpoint failed at step 12 (3 in a row; training goes on, nothing newer is "
         "durable): OSError: [Errno 28] No space left on device"
     )
+
+
+def test_the_client_warns_once_when_checkpoints_are_failing(small_disk: Path) -> None:
+    live = _served(small_disk)
+    events: list[tuple[str, str]] = []
+    data = make_dataset(24, input_dim=TINY.input_dim, seed=1)
+    try:
+        with live.http() as http:
+            train(http, "first", range(1))
+        filler = fill(small_disk)
+        with Client(live.url) as client:
+            summary = fit(
+                client,
+                data.X,
+                data.y,
+                batch_size=8,
+                feedback_every=0,
+                on_event=lambda kind, message: events.append((kind, message)),
+            )
+        filler.unlink()
+    finally:
+        stop_server(live)
+    assert summary.batches == 3
+    warnings = [message for kind, message in events if kind == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "the server's checkpoints are failing (1 in a row: OSError: [Errno 28] No space left "
+        "on device"
+    )
+    assert " is on disk yet" in warnings[0]

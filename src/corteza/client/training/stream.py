@@ -178,10 +178,30 @@ class StreamingTrainer:
                 self._wait(url, str(exc))
         if self.transport == "rest":
             self._say_finished()
+        self._warn_if_not_durable()
         self.summary.seconds = time.perf_counter() - self._started
         self.summary.run_id = self.run_id
         self.summary.transport = self.transport
         return self.summary
+
+    def _warn_if_not_durable(self) -> None:
+        """One warning when the server's checkpoints are failing: what it trained is not
+        on disk. A server without the field (older, the seed's) says nothing."""
+        call = Call(BaseModel, "GET", "/status", idempotent=True)
+        try:
+            response = self.client.send_to(self._url, call, self._token)
+            health = response.json().get("checkpoints") or {}
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return
+        failures = health.get("consecutive_failures") if isinstance(health, dict) else None
+        if isinstance(failures, int) and failures > 0:
+            last = health.get("last") or "none"
+            self._event(
+                "warning",
+                f"the server's checkpoints are failing ({failures} in a row: "
+                f"{str(health.get('last_error'))[:200]}); nothing it trained since checkpoint "
+                f"{last} is on disk yet",
+            )
 
     def _say_finished(self) -> None:
         """A run sent by REST has no stream to close: tell the server it is done, so it
