@@ -157,7 +157,8 @@ def follow_saved_server(url: str, token: str | None) -> Locator:
     A run that began at the saved server's URL follows the saved file, so
     ``corteza connect NEW_URL --token T`` in another terminal redirects a run
     that waits for a restarted Colab server (the new token comes with the new
-    URL). A run begun at any other URL stays there.
+    URL, and a new URL saved without one gets none: the old token never goes to
+    another server). A run begun at any other URL stays there.
     """
     try:
         saved = load_saved_server()
@@ -174,9 +175,10 @@ def follow_saved_server(url: str, token: str | None) -> Locator:
         except InvalidDataError as exc:  # being edited by hand: keep the last good one
             logger.warning("ignoring the saved server: %s", exc)
             return last
-        if current is not None:
-            same = current.url == url and token is not None
-            last = (current.url, token if same else current.token or token)
+        if current is not None and current.url == url:
+            last = (url, token if token is not None else current.token)
+        elif current is not None:  # another server: its own token, never this run's old one
+            last = (current.url, current.token)
         return last
 
     return locate

@@ -311,7 +311,8 @@ class TrainingEvents:
         stats: TrainingStats,
     ) -> None:
         """Called by the worker after recording feedback."""
-        received, total = stats.feedback_received, stats.feedback_validated
+        counts = stats.snapshot()["feedback"]  # read under the statistics' lock
+        received, total = counts["recibido"], counts["exitoso"]
         self.bus.publish(
             "feedback",
             batch_id=batch_id,
