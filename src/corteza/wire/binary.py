@@ -343,13 +343,20 @@ def _integer(metadata: dict[str, str], key: str) -> int | None:
     return int(text)
 
 
-def _target(values: NDArray[np.float32], name: str, shape: tuple[int, int]) -> NDArray[np.float32]:
+def _target(
+    values: NDArray[np.float32], name: str, shape: tuple[int, int]
+) -> NDArray[np.float32] | None:
+    """The target rows; a row that is all NaN means "no target for this sample", as a
+    JSON sample without one (None when no sample has one). Any other NaN or Inf is refused."""
     if values.shape != shape:
         raise BatchError(
             f"{name} must have shape {list(shape)}, got {list(values.shape)}",
             ErrorType.INVALID_REQUEST,
         )
-    finite = np.isfinite(values).all(axis=1)
+    absent = np.isnan(values).all(axis=1)
+    finite = np.isfinite(values).all(axis=1) | absent
+    if absent.all():
+        return None
     if not finite.all():
         i = int(np.argmin(finite))
         raise BatchError(
