@@ -138,6 +138,8 @@ def _train_with_progress(
             stream=options.stream,
             window=options.window,
             on_event=on_event,
+            dendrite_target=data.dendrite_target,
+            coherence_target=data.coherence_target,
         )
 
 

@@ -27,8 +27,12 @@ class Batches:
         batch_size: int,
         seed: int,
         epochs: int,
+        dendrite_target: NDArray[np.float32] | None = None,
+        coherence_target: NDArray[np.float32] | None = None,
     ) -> None:
         self.X, self.y = X, y
+        # Optional per-sample targets, (N, 16) and (N, 64); a row of NaN: none for that sample.
+        self.dendrite_target, self.coherence_target = dendrite_target, coherence_target
         self.n = len(X)
         self.batch_size = batch_size
         self.seed = seed
@@ -45,7 +49,8 @@ class Batches:
         seed: the same data and settings resume a run, anything else is another run.
         """
         digest = hashlib.sha256()
-        for array in (self.X, self.y):
+        targets = [t for t in (self.dendrite_target, self.coherence_target) if t is not None]
+        for array in (self.X, self.y, *targets):
             digest.update(f"{np.dtype(array.dtype).str}{tuple(array.shape)}".encode())
             for start in range(0, len(array), 4096):  # memory-mapped data is read in pieces
                 digest.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
@@ -61,22 +66,43 @@ class Batches:
         start = (seq % self.per_epoch) * self.batch_size
         return min(self.batch_size, self.n - start)
 
-    def get(self, seq: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Batch ``seq``: the same rows :func:`~corteza.client.data.datasets.iter_batches` gives."""
+    def _rows(self, seq: int) -> NDArray[np.int64]:
         epoch, index = divmod(seq, self.per_epoch)
         if epoch != self._epoch or self._order is None:
             self._order = batch_order(self.n, seed=self.seed, epoch=epoch)
             self._epoch = epoch
-        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self._order[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def get(self, seq: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Batch ``seq``: the same rows :func:`~corteza.client.data.datasets.iter_batches` gives."""
+        idx = self._rows(seq)
         return np.asarray(self.X[idx], dtype=np.float32), np.asarray(self.y[idx], dtype=np.float32)
+
+    def targets(self, seq: int) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
+        """The dendrite and coherence targets of batch ``seq`` (None: the data has none)."""
+        idx = self._rows(seq)
+        return tuple(  # type: ignore[return-value]
+            None if t is None else np.asarray(t[idx], dtype=np.float32)
+            for t in (self.dendrite_target, self.coherence_target)
+        )
 
     def frame(self, seq: int, *, run_id: str | None, dtype: WireDtype, check: int | None) -> bytes:
         """Batch ``seq`` encoded for the wire as ``(run_id, seq)``; first checked by the server's
         own rules against the input width ``check`` (None: not checked)."""
         xb, yb = self.get(seq)
+        dendrite, coherence = self.targets(seq)
         if check is not None:
             xb, yb = preflight_batch(xb, yb, check, 1)
         try:
-            return encode_batch(xb, yb, epochs=1, dtype=dtype, run_id=run_id, seq=seq)
+            return encode_batch(
+                xb,
+                yb,
+                epochs=1,
+                dtype=dtype,
+                run_id=run_id,
+                seq=seq,
+                dendrite_target=dendrite,
+                coherence_target=coherence,
+            )
         except BatchError as exc:
             raise refusal(exc) from exc

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corteza.client.client import Client
-from corteza.client.data.datasets import iter_batches
+from corteza.client.training.batches import Batches
 from corteza.client.training.progress import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FEEDBACK_EVERY,
@@ -44,6 +44,8 @@ def fit(
     run_id: str | None = None,
     on_event: EventCallback | None = None,
     give_up_after: float | None = None,
+    dendrite_target: NDArray[np.float32] | None = None,
+    coherence_target: NDArray[np.float32] | None = None,
 ) -> FitSummary:
     """Train ``epochs`` passes over (X, y), shuffled by ``seed``.
 
@@ -62,7 +64,9 @@ def fit(
     stands (``give_up_after`` seconds of failing bounds the wait). ``on_event``
     hears what happens meanwhile (``"waiting"``, ``"resumed"``, ``"fallback"``...).
     A client speaking the seed's JSON (``wire_format="json"``) sends plain
-    requests, as the seed's server understands.
+    requests, as the seed's server understands. Optional per-sample
+    ``dendrite_target`` (N, 16) and ``coherence_target`` (N, 64) travel with
+    their rows (a row of NaN: no target for that sample).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -82,6 +86,8 @@ def fit(
             on_event=on_event,
             give_up_after=give_up_after,
             transport="stream" if stream else "rest",
+            dendrite_target=dendrite_target,
+            coherence_target=coherence_target,
         )
         return trainer.run()
     return _fit_plain(
@@ -93,6 +99,7 @@ def fit(
         seed=seed,
         cadence=Cadence(feedback_every, until_loss),
         on_batch=on_batch,
+        targets=(dendrite_target, coherence_target),
     )
 
 
@@ -106,14 +113,20 @@ def _fit_plain(
     seed: int,
     cadence: Cadence,
     on_batch: Callable[[BatchReport], None] | None,
+    targets: tuple[NDArray[np.float32] | None, NDArray[np.float32] | None] = (None, None),
 ) -> FitSummary:
     """One plain request per batch, as the seed's server understands."""
-    per_epoch = -(-len(X) // batch_size)
+    batches = Batches(X, y, batch_size, seed, epochs, *targets)
+    per_epoch = batches.per_epoch
     summary = FitSummary()
     started = time.perf_counter()
     for epoch in range(epochs):
-        for xb, yb in iter_batches(X, y, batch_size=batch_size, seed=seed, epoch=epoch):
-            response = client.train_batch(xb, yb)
+        for seq in range(epoch * per_epoch, (epoch + 1) * per_epoch):
+            xb, yb = batches.get(seq)
+            dendrite, coherence = batches.targets(seq)
+            response = client.train_batch(
+                xb, yb, dendrite_target=dendrite, coherence_target=coherence
+            )
             summary.samples += len(xb)
             summary.batches += 1
             summary.losses.append(response.loss)

@@ -112,6 +112,8 @@ class StreamingTrainer:
         backoff: Backoff = Backoff(),
         transport: Transport = "stream",
         locate: Locator | None = None,
+        dendrite_target: NDArray[np.float32] | None = None,
+        coherence_target: NDArray[np.float32] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -131,7 +133,7 @@ class StreamingTrainer:
         self.transport: Transport = transport
         self.locate = locate or follow_saved_server(client.url, client.token)
         self.max_in_flight = 0  # the most batches ever sent and not yet answered
-        self._batches = Batches(X, y, batch_size, seed, epochs)
+        self._batches = Batches(X, y, batch_size, seed, epochs, dendrite_target, coherence_target)
         self.fingerprint = self._batches.fingerprint()
         self._ledger = Ledger(self._batches, transport)
         self.summary: FitSummary = self._ledger.summary
