@@ -31,7 +31,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from corteza.client import free_port
+from corteza.client import Client, InvalidRequestError, free_port, make_dataset
+from corteza.client.training.fit import fit
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
 from corteza.wire import PROTOCOL_VERSION
 
@@ -143,8 +144,19 @@ class Server:
                 "seq": seq,
                 "epochs": epochs,
             }
-            answers.append(self.http.post("/train_layer2", json=body))
+            answers.append(self._post_batch(body))
         return answers
+
+    def _post_batch(self, body: dict[str, Any]) -> httpx.Response:
+        """As the client does: a dropped keep-alive connection is retried; (run_id, seq)
+        makes the retry safe (a batch applied already answers replayed)."""
+        for attempt in range(3):
+            try:
+                return self.http.post("/train_layer2", json=body)
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = self.http.get("/status").json()
@@ -156,7 +168,9 @@ class Server:
 
     def pull(self) -> dict[str, bytes]:
         """One checkpoint, by name, every file checked against the listing and manifest."""
-        listing = self.http.get("/v1/checkpoint").json()
+        response = self.http.get("/v1/checkpoint")
+        assert response.status_code == 200, response.text
+        listing = response.json()
         name = listing["checkpoint"]
         files = {}
         for file in [*listing["files"], "MANIFEST.json"]:
@@ -298,9 +312,11 @@ def case_pull_while_training(tmp: Path, tally: Tally) -> None:
         trainer = threading.Thread(target=keep_training)
         trainer.start()
         pulls = 0
-        while not done.is_set() or pulls < 3:
-            server.pull()
-            pulls += 1
+        with Client(server.url) as client:
+            while not done.is_set() or pulls < 3:
+                verify_checkpoint(client.pull(tmp / "pulls" / str(pulls)))  # the client's pull
+                server.pull()  # and by hand, checking the listing, manifest and sha256
+                pulls += 2
         trainer.join()
         assert failures == []
         server.restart(signal.SIGTERM)
@@ -348,6 +364,36 @@ def case_many_hellos(tmp: Path, tally: Tally) -> None:
         server.close()
 
 
+def case_reused_run_id(tmp: Path, tally: Tally) -> None:
+    """A run id reused on other data is refused, not silently skipped; the same data resumes."""
+    server = Server(tmp / "ckpt", tmp / "server.log", tally, "--checkpoint-every", "1")
+    mine, other = (make_dataset(32, input_dim=INPUT_DIM, seed=s) for s in (1, 2))
+    try:
+        server.start()
+        with Client(server.url) as client:
+            first = fit(client, mine.X, mine.y, batch_size=8, run_id="exp", feedback_every=0)
+            with pytest.raises(InvalidRequestError) as info:
+                fit(client, other.X, other.y, batch_size=8, run_id="exp", feedback_every=0)
+            assert info.value.error_type == "run_conflict"
+            url = server.url.replace("http", "ws") + "/v1/train/stream"
+            with connect(url) as holder:
+                holder.send(
+                    json.dumps({"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": "exp"})
+                )
+                assert json.loads(holder.recv())["type"] == "welcome"
+                with pytest.raises(InvalidRequestError) as busy:
+                    fit(client, mine.X, mine.y, batch_size=8, run_id="exp", feedback_every=0)
+                assert busy.value.error_type == "run_busy"
+        assert first.batches == 4
+        server.restart()
+        with Client(server.url) as client:
+            again = fit(client, mine.X, mine.y, batch_size=8, run_id="exp", feedback_every=0)
+        assert again.resumed_batches == 4
+        account(server, tally, {"exp": 4}, resumed=server.next_seq("exp") == 4)
+    finally:
+        server.close()
+
+
 CASES: dict[str, Callable[[Path, Tally], None]] = {
     "bad_feedback": case_bad_feedback,
     "full_disk": case_full_disk,
@@ -355,6 +401,7 @@ CASES: dict[str, Callable[[Path, Tally], None]] = {
     "pull_while_training": case_pull_while_training,
     "divergence": case_divergence,
     "many_hellos": case_many_hellos,
+    "reused_run_id": case_reused_run_id,
 }
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from corteza.client import Client
 from corteza.server import Settings
-from corteza.server.checkpoints.store import list_checkpoints
+from corteza.server.checkpoints.store import list_checkpoints, save_checkpoint
 from tests.conftest import TINY, start_server, stop_server
 from tests.helpers import assert_same_model, samples, snapshot_model
-from tests.server.checkpoints.test_store import save
+from tests.server.checkpoints.test_store import fresh, save
 
 
 def test_the_last_save_is_the_newest_whatever_its_step(tmp_path: Path) -> None:
@@ -66,3 +66,21 @@ def test_a_restart_resumes_the_pushed_checkpoint(tmp_path: Path) -> None:
         assert_same_model(expected, snapshot_model(again.state))
     finally:
         stop_server(again)
+
+
+def test_pruning_asks_before_removing_each_checkpoint(tmp_path: Path) -> None:
+    asked: list[str] = []
+    first = save(tmp_path, step=1, keep=1)
+    second = save(tmp_path, step=2, keep=1)  # prunes the first: nobody protects it
+    assert not first.exists()
+    model, optimizer = fresh()
+
+    def protect(path: Path) -> bool:
+        asked.append(path.name)
+        return True  # a download of it is in progress
+
+    third = save_checkpoint(
+        tmp_path, model=model, optimizer=optimizer, state={}, step=3, keep=1, protect=protect
+    )
+    assert asked == [second.name]
+    assert list_checkpoints(tmp_path) == [third, second]

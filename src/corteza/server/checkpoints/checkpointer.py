@@ -78,6 +78,7 @@ class Checkpointer:
         self.last_saved_at: float | None = None  # unix seconds
         self._retry_at = 0.0  # monotonic: interval saves wait until then after a failure
         self._pins: dict[str, float] = {}  # checkpoint name -> monotonic expiry
+        self._doomed: set[str] = set()  # names pruning has claimed (each save adds one)
 
     @property
     def enabled(self) -> bool:
@@ -129,20 +130,31 @@ class Checkpointer:
             "last_error_at": self.last_error_at,
         }
 
-    def pin(self, name: str, seconds: float = PIN_SECONDS) -> None:
-        """Spare checkpoint ``name`` from pruning for ``seconds`` from now.
+    def pin(self, name: str, seconds: float = PIN_SECONDS) -> bool:
+        """Spare checkpoint ``name`` from pruning for ``seconds`` from now; False when a
+        prune has already claimed it (it is gone, or about to be).
 
         A download takes one request per file; each pins its checkpoint again.
         """
         with self._lock:
+            if name in self._doomed:
+                return False
             self._pins[name] = time.monotonic() + seconds
+            return True
 
-    def _protected(self) -> list[Path]:
+    def _protect(self, path: Path) -> bool:
+        """Asked by pruning before it removes ``path``: keep it while a download pins it.
+
+        Either the pin or the prune comes first, under one lock: a pin that comes
+        second is refused, so a download never names a checkpoint being removed.
+        """
         now = time.monotonic()
         with self._lock:
             self._pins = {name: until for name, until in self._pins.items() if until > now}
-            names = list(self._pins)
-        return [] if self.root is None else [self.root / name for name in names]
+            if path.name in self._pins:
+                return True
+            self._doomed.add(path.name)
+            return False
 
     def save(self, reason: str = "request") -> Path | None:
         """Write a checkpoint now (on the worker's thread) and tell the listeners.
@@ -162,12 +174,14 @@ class Checkpointer:
                 state=self.state(),
                 step=self.trainer.step,
                 keep=self.settings.checkpoint_keep,
-                protect=self._protected(),
+                protect=self._protect,
             )
         except Exception as exc:
             message = self._failed(exc, reason)
             raise CheckpointSaveError(message) from exc
         self.last_path = path
+        with self._lock:  # removed now: a pin on them finds no folder
+            self._doomed = {name for name in self._doomed if (self.root / name).exists()}
         self._batches_since = 0
         self._last_time = time.monotonic()
         self.last_saved_at = time.time()

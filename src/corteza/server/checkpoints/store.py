@@ -22,7 +22,7 @@ Writes go into ``<root>/.tmp-<uuid4>/``; each file and the directory are fsynced
 is renamed to its final name and ``<root>`` is fsynced. A crash leaves either the previous
 checkpoints plus a ``.tmp-*`` leftover (removed by the next save or load) or the complete new
 checkpoint. One process writes to a root at a time. Pruning spares the checkpoints the
-caller names in ``protect`` (one being downloaded). Usage::
+ones the caller's ``protect(path)`` keeps (one being downloaded). Usage::
 
     save_checkpoint(root, model=model, optimizer=opt, state={"run_id": run_id}, step=step)
     report = load_latest(root, model=model, optimizer=opt)
@@ -40,7 +40,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,9 +108,12 @@ def save_checkpoint(
     state: dict[str, Any],
     step: int,
     keep: int = 3,
-    protect: Collection[Path] = (),
+    protect: Callable[[Path], bool] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically, keep the newest ``keep`` (and ``protect``), return it.
+    """Write a checkpoint atomically, keep the newest ``keep``, return it.
+
+    Before removing an older checkpoint, pruning asks ``protect(path)``: True keeps it (a
+    download of it is in progress).
 
     ``state`` must be strict JSON: a TypeError or ValueError (NaN, Inf) is raised before
     anything is written. On any failure (a full disk) the temporary folder is removed and
@@ -382,11 +385,13 @@ def _remove_leftovers(root: Path) -> None:
                 logger.warning("could not remove %s", entry, exc_info=True)
 
 
-def _prune(root: Path, keep: int, newest: Path, protect: Collection[Path] = ()) -> None:
+def _prune(
+    root: Path, keep: int, newest: Path, protect: Callable[[Path], bool] | None = None
+) -> None:
     complete = [p for p in list_checkpoints(root) if p != newest and (p / MANIFEST_FILE).is_file()]
-    kept = {newest, *complete[: keep - 1], *protect}
+    kept = {newest, *complete[: keep - 1]}
     for path in list_checkpoints(root):
-        if path in kept:
+        if path in kept or (protect is not None and protect(path)):
             continue
         # Renamed first, so a crash mid-delete leaves a .tmp-* leftover, not a half checkpoint.
         doomed = root / f"{_TMP_PREFIX}{uuid.uuid4()}"

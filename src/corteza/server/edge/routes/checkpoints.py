@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from corteza.server.checkpoints.checkpointer import CheckpointSaveError
-from corteza.server.checkpoints.store import is_checkpoint_name
+from corteza.server.checkpoints.store import is_checkpoint_name, list_checkpoints
 from corteza.server.checkpoints.uploads import UploadError, chunk_offset
 from corteza.server.checkpoints.validate import CheckpointError
 from corteza.server.edge.deps import StateDep
@@ -124,7 +124,12 @@ async def latest_checkpoint(state: StateDep) -> dict[str, Any]:
     ``manifest_sha256`` lets the puller check the manifest it downloads is this one.
     """
     path = _latest(state)
-    state.checkpointer.pin(path.name)
+    if not (state.checkpointer.pin(path.name) and path.is_dir()):
+        # A save is pruning it: the newest on disk is complete (renamed before pruning).
+        newest = list_checkpoints(_require(state))
+        if not newest or not state.checkpointer.pin(newest[0].name):
+            raise _gone(path.name)
+        path = newest[0]
     data, files = await run_in_threadpool(_read_manifest, path)
     return {
         "checkpoint": path.name,
@@ -146,7 +151,8 @@ def _open(path: Path, name: str, files: dict[str, Any]) -> tuple[IO[bytes], int]
 
 
 async def _download(state: ServerState, path: Path, name: str) -> StreamingResponse:
-    state.checkpointer.pin(path.name)
+    if not state.checkpointer.pin(path.name):
+        raise _gone(path.name)
     _, files = await run_in_threadpool(_read_manifest, path)
     file, size = await run_in_threadpool(_open, path, name, files)
 
