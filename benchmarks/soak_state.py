@@ -4,10 +4,11 @@ What is measured, on a real ``corteza serve --preset tiny`` with a checkpoint
 directory: 10,000 stream hellos with a null run id (each opens a run and
 leaves), 5,000 batches over REST in 50 runs of 100, and 1,000 checkpoint
 uploads started with one chunk and never committed, interleaved in ten
-rounds. At the start, the middle and the end: the server's resident memory
+rounds. Measured: the server's resident memory
 (VmRSS), its run book (``/status`` ``runs``), the newest checkpoint's
-``state.json`` size and the bytes under ``.uploads``. Goal: flat, i.e. the end
-within a small margin of the middle once the bounds are reached.
+``state.json`` size and the bytes under ``.uploads``, at the start, after a
+quarter, half and three quarters of the rounds, and at the end. Goal: flat
+once the bounds are reached.
 
 Run: ``python benchmarks/soak_state.py`` (several minutes on 2 cores);
 ``--scale 0.1`` for a quick look.
@@ -120,8 +121,8 @@ def main() -> None:
                     content=b"x" * 4096,
                     headers={"Content-Range": "bytes 0-4095/8192"},
                 )
-            if round_ == rounds // 2 - 1:
-                measure("middle")
+            if round_ + 1 in (rounds // 4, rounds // 2, 3 * rounds // 4):
+                measure(f"{(round_ + 1) * 100 // rounds}%")
         measure("end")
         seconds = time.monotonic() - started
         http.close()

@@ -38,7 +38,7 @@ from typing import Any
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FINGERPRINT = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 STORED_ANSWERS = 256  # answers kept per run for replays
-ANSWERS_KEPT = 4096  # answers kept in the whole book (~1.6 KB each in state.json)
+ANSWERS_KEPT = 1024  # answers kept in the whole book (~3.3 KB each in state.json)
 RUNS_KEEP = 256  # runs kept besides those in use
 RUNS_TTL = 7 * 24 * 3600.0  # seconds a run not in use is kept after its last batch
 
