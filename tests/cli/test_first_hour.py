@@ -316,3 +316,82 @@ def test_predict_scores_a_file_larger_than_the_servers_cap(
     code, out, err = corteza("predict", str(data_file), "--server", capped.url, "--json")
     assert code == 0, err
     assert json.loads(out)["samples"] == 120  # two requests: 64 and 56
+
+
+# ------------------------------------------------------------------ 2: unlabelled data
+
+
+def _unlabelled(tmp_path: Path, suffix: str) -> Path:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, TINY.input_dim)).astype(np.float32)  # last column: a feature
+    path = tmp_path / f"new{suffix}"
+    if suffix == ".npz":
+        np.savez(path, X=x)
+    elif suffix == ".npy":
+        np.save(path, x)
+    elif suffix == ".csv":
+        np.savetxt(path, x, delimiter=",", fmt="%.6g")
+    else:
+        path.write_text(json.dumps([{"input_data": row.tolist()} for row in x]))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy", ".csv", ".json"])
+def test_predict_scores_data_without_labels(
+    live_server: LiveServer, tmp_path: Path, suffix: str
+) -> None:
+    path = _unlabelled(tmp_path, suffix)
+    code, out, err = corteza("predict", str(path), "--server", live_server.url, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["samples"], result["roc_auc"]) == (50, None)
+
+
+def test_some_labels_but_not_all_is_one_line(live_server: LiveServer, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.json"
+    row = [0.0] * TINY.input_dim
+    path.write_text(json.dumps([{"input_data": row, "anomaly_label": 1}, {"input_data": row}]))
+    code, _, err = corteza("predict", str(path), "--server", live_server.url)
+    assert code == 2
+    assert err == (
+        "error: Malformed data: sample 1 has no 'anomaly_label', and others have one: "
+        "label all or none\n"
+    )
+
+
+# ------------------------------------------------------------------ 14 and 16: not data
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"\0" * 100_000, "it holds binary data"),
+        (b"\xff\xfe\x00\x01" * 10, "it holds binary data"),
+        (
+            b"1.5\t2.5\t0\n",
+            "found tabs: save it with commas, e.g. tr '\\t' ',' < d.csv > fixed.csv",
+        ),
+        (b"1,5;2,5;0\n", None),
+        (
+            b"1.5;2.5;0\n",
+            "found semicolons: save it with commas, e.g. tr ';' ',' < d.csv > fixed.csv",
+        ),
+        (b"\xe9t\xe9,1\n", "byte 0 is not UTF-8"),
+    ],
+)
+def test_what_is_not_comma_separated_text_is_one_line(
+    tmp_path: Path, content: bytes, why: str | None
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(content)
+    code, _, err = corteza("train", str(path))
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    if why is not None:
+        assert err == f"error: Malformed data: {path} is not a comma-separated text file ({why})\n"
+
+
+def test_a_folder_is_named_as_one(tmp_path: Path) -> None:
+    code, _, err = corteza("predict", str(tmp_path))
+    assert code == 2
+    assert err == f"error: {tmp_path} is a folder: name a data file (.json, .npz, .npy or .csv)\n"

@@ -29,7 +29,8 @@ from corteza.cli.common import (
     print_json,
     target,
 )
-from corteza.client import Client, InvalidDataError, OnnxModel, Predictions, open_dataset
+from corteza.client import Client, InvalidDataError, OnnxModel, Predictions
+from corteza.client.data.datasets import check_data_path, open_inputs
 from corteza.client.data.metrics import roc_auc
 
 CHUNK = 1024  # samples per request (or per local run), unless the server takes fewer
@@ -38,7 +39,10 @@ OUT_FORMATS = (".npz", ".csv")
 
 def predict(
     data: Path = typer.Argument(
-        ..., metavar="DATA", help="Data file (.json, .npz, .npy, .csv); labels optional."
+        ...,
+        metavar="DATA",
+        help="Data file (.json, .npz, .npy, .csv); labels optional: a .json without "
+        "anomaly_label, an .npz without y, or a .csv/.npy exactly as wide as the model's input.",
     ),
     out: Path | None = typer.Option(
         None,
@@ -63,20 +67,22 @@ def predict(
                 error_type="invalid_request",
             )
         chosen = None if model is not None else target(server)
-        dataset = open_dataset(data)
+        check_data_path(data)  # before asking a server for its width
     with clear_errors(debug, as_json=as_json, server=chosen):
         if chosen is None:
             assert model is not None
             local = OnnxModel(model)
-            parts = [local.predict(dataset.X[i : i + CHUNK]) for i in range(0, len(dataset), CHUNK)]
+            inputs, labels = open_inputs(data, local.input_dim)
+            parts = [local.predict(inputs[i : i + CHUNK]) for i in range(0, len(inputs), CHUNK)]
         else:
             with Client(chosen.url, token=token) as client:
-                parts = score(client, dataset.X)
+                inputs, labels = open_inputs(data, client.input_dim())
+                parts = score(client, inputs)
         probs = np.concatenate([p.anomaly_prob for p in parts])
         if out is not None:
             _save(out, probs, parts)
-    labels = dataset.y
-    auc = roc_auc(labels, probs) if 0 < labels.sum() < len(labels) else None
+    labelled = labels is not None and 0 < labels.sum() < len(labels)
+    auc = roc_auc(labels, probs) if labels is not None and labelled else None
     result = {
         "samples": len(probs),
         "mean_anomaly_prob": float(probs.mean()),

@@ -38,7 +38,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -49,6 +49,40 @@ from corteza.client.errors import InvalidDataError, empty_data, invalid_data, in
 FORMATS = (".json", ".npz", ".npy", ".csv")
 
 _PathLike = str | os.PathLike[str]
+
+
+class RowView:
+    """Rows of a memory-mapped array, picked by index and read only when indexed.
+
+    It answers what training and scoring ask of ``X`` (``len``, ``shape``,
+    ``ndim``, ``dtype``, ``view[rows]``), so a split of a file larger than
+    memory stays on disk.
+    """
+
+    def __init__(self, base: NDArray[np.float32], index: NDArray[np.intp]) -> None:
+        self.base = base
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.base.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.base.dtype
+
+    def __getitem__(self, key: Any) -> NDArray[np.float32]:
+        return np.asarray(self.base[self.index[key]])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray[Any]:
+        return np.asarray(self.base[self.index], dtype=dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,6 +127,19 @@ class Dataset:
             self.X[idx], self.y[idx], None if d is None else d[idx], None if c is None else c[idx]
         )
 
+    def pick(self, indices: NDArray[np.intp]) -> Dataset:
+        """The samples at ``indices``: a :class:`RowView` of a memory map, else a copy."""
+        if not isinstance(self.X, np.memmap):
+            return self.take(indices)
+        view = cast("NDArray[np.float32]", RowView(self.X, indices))  # indexed as an array
+        d, c = self.dendrite_target, self.coherence_target
+        return Dataset(
+            view,
+            np.asarray(self.y[indices]),
+            None if d is None else d[indices],
+            None if c is None else c[indices],
+        )
+
     def arrays(self) -> Arrays:
         """``X``, ``y`` and the targets present: what a reader returns and a writer takes."""
         found = {name: getattr(self, name) for name in TARGETS}
@@ -135,7 +182,11 @@ def _batch_indices(n: int, batch_size: int, *, seed: int, epoch: int) -> Iterato
 
 
 def split(dataset: Dataset, holdout: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """``(train, holdout)``: a seeded, stratified split, both parts copied into memory.
+    """``(train, holdout)``: a seeded, stratified split.
+
+    Inputs in memory are copied into the two parts; a memory-mapped file stays
+    on disk: each part's ``X`` is a :class:`RowView` that reads its rows when
+    indexed (a 500 MB ``.npy`` is not copied).
 
     ``round(holdout * N)`` samples are held out, anomalies and normal samples in
     proportion: each class is shuffled by ``seed`` and its first share held out.
@@ -157,7 +208,7 @@ def split(dataset: Dataset, holdout: float = 0.2, seed: int = 0) -> tuple[Datase
     )
     keep = np.ones(n, dtype=bool)
     keep[held] = False
-    return dataset.take(np.flatnonzero(keep)), dataset.take(np.sort(held))
+    return dataset.pick(np.flatnonzero(keep)), dataset.pick(np.sort(held))
 
 
 # ------------------------------------------------------------------ opening
@@ -170,9 +221,37 @@ def open_dataset(path: _PathLike) -> Dataset:
     ``unknown_format``, ``invalid_data``, ``empty_data``, ``ragged_data``,
     ``non_finite_input`` or ``invalid_label``) naming the first bad sample.
     """
+    data = Dataset(**_read(Path(path), None))
+    _check_values(data)
+    return data
+
+
+def open_inputs(
+    path: _PathLike, input_dim: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """``(X, y)`` to score, ``y`` None when the file has no labels.
+
+    As :func:`open_dataset`, but labels are optional: a ``.json`` without any
+    ``anomaly_label``, an ``.npz`` without ``y``, or a ``.csv`` / ``.npy`` table
+    exactly ``input_dim`` wide (a table one column wider has the label last).
+    """
+    arrays = _read(Path(path), input_dim)
+    labels = arrays.pop("y", None)
+    n = int(arrays["X"].shape[0])
+    placeholder = np.zeros(n, dtype=np.float32) if labels is None else labels
+    _check_values(Dataset(**arrays, y=placeholder), labelled=labels is not None)
+    return arrays["X"], labels
+
+
+def check_data_path(path: _PathLike) -> None:
+    """Refuse a folder, a missing file or an unknown extension, before anything is read."""
     path = Path(path)
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
+    if path.is_dir():
+        raise InvalidDataError(
+            f"{path} is a folder: name a data file (.json, .npz, .npy or .csv)",
+            error_type="file_not_found",
+        )
+    if path.suffix.lower() not in READERS:
         raise _unknown_format(path)
     if not path.exists():
         raise InvalidDataError(f"No such file: {path}", error_type="file_not_found")
@@ -180,19 +259,26 @@ def open_dataset(path: _PathLike) -> Dataset:
         raise InvalidDataError(f"Not a file: {path}", error_type="file_not_found")
     if path.stat().st_size == 0:
         raise empty_data(path)
+
+
+def _read(path: Path, width: int | None) -> Arrays:
+    """The arrays of ``path``, its structure checked (labels optional when ``width`` is given)."""
+    check_data_path(path)
     try:
-        data = Dataset(**reader(path))
+        arrays = READERS[path.suffix.lower()](path, width)
     except OSError as exc:
         raise InvalidDataError(f"Cannot read {path}: {exc}", error_type="invalid_data") from exc
-    if len(data) == 0:
+    x = arrays["X"]
+    if x.ndim not in (2, 3):
+        raise invalid_data(f"X has shape {list(x.shape)}, expected (N, D) or (N, T, D)")
+    if len(x) == 0:
         raise empty_data(path)
-    if 0 in data.X.shape[1:]:
-        raise invalid_data(f"{path} has samples with no values (X has shape {list(data.X.shape)})")
-    _check_values(data)
-    return data
+    if 0 in x.shape[1:]:
+        raise invalid_data(f"{path} has samples with no values (X has shape {list(x.shape)})")
+    return arrays
 
 
-def _check_values(data: Dataset) -> None:
+def _check_values(data: Dataset, *, labelled: bool = True) -> None:
     """Every sample finite, every label 0 or 1; mapped files are read in chunks."""
     named = [("input", data.X), *((name, getattr(data, name)) for name in TARGETS)]
     for name, array in named:
@@ -210,6 +296,8 @@ def _check_values(data: Dataset) -> None:
                     else f"Non-finite target: sample {i} {name} contains NaN or Inf"
                 )
                 raise InvalidDataError(message, error_type="non_finite_input", sample=i)
+    if not labelled:
+        return
     valid = (data.y == 0) | (data.y == 1)
     if not valid.all():
         i = int(np.argmin(valid))

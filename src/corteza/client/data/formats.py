@@ -8,6 +8,11 @@ build them: the file's structure, shapes, and that it holds numbers. Nothing
 is ever unpickled, and uncompressed ``.npz`` members and ``.npy`` files are
 memory-mapped rather than read.
 
+A reader's ``width`` says whether labels are optional: None, they are
+required (training); the model's input width, they are optional (scoring): a
+file without any gives no ``y``, and a ``.csv`` or ``.npy`` table exactly
+``width`` wide is all inputs.
+
 A writer takes the same arrays a reader returns, so this module knows nothing
 of :class:`~corteza.client.data.datasets.Dataset` (that module imports this
 one, never the reverse); the words of the errors both raise live in
@@ -36,12 +41,13 @@ TARGETS = {"dendrite_target": 16, "coherence_target": 64}  # optional per-sample
 CHUNK_BYTES = 64 << 20  # rows of a mapped file are checked or written this many bytes at a time
 
 Arrays = dict[str, NDArray[np.float32]]  # a Dataset's fields: "X", "y" and any TARGETS found
+SNIFF_BYTES = 64 << 10  # the head of a text file looked at before it is parsed
 
 
 # ------------------------------------------------------------------ reading
 
 
-def _read_json(path: Path) -> Arrays:
+def _read_json(path: Path, width: int | None) -> Arrays:
     try:
         with path.open(encoding="utf-8-sig") as fh:
             document = json.load(fh)
@@ -57,10 +63,22 @@ def _read_json(path: Path) -> Arrays:
     rows: list[Any] = []
     labels: list[float] = []
     targets: dict[str, list[Any]] = {name: [] for name in TARGETS}
+    labelled = width is None or any(
+        isinstance(sample, dict) and "anomaly_label" in sample for sample in samples
+    )
+    needed = "'input_data' and 'anomaly_label'" if width is None else "'input_data'"
     for i, sample in enumerate(samples):
-        if not (isinstance(sample, dict) and "input_data" in sample and "anomaly_label" in sample):
+        if not (isinstance(sample, dict) and "input_data" in sample):
+            raise invalid_data(f"sample {i} must be an object with {needed}")
+        if not labelled:
+            rows.append(sample["input_data"])
+            continue
+        if "anomaly_label" not in sample:
+            if width is None:
+                raise invalid_data(f"sample {i} must be an object with {needed}")
             raise invalid_data(
-                f"sample {i} must be an object with 'input_data' and 'anomaly_label'"
+                f"sample {i} has no 'anomaly_label', and others have one: label all or none",
+                sample=i,
             )
         label = sample["anomaly_label"]
         if not isinstance(label, (int, float)):
@@ -76,6 +94,8 @@ def _read_json(path: Path) -> Arrays:
             if name in sample:
                 targets[name].append(sample[name])
     found = {name: _numbers(values, name) for name, values in targets.items() if values}
+    if not labelled:
+        return {"X": _inputs(rows)}
     return {"X": _inputs(rows), "y": np.asarray(labels, dtype=np.float32), **found}
 
 
@@ -120,17 +140,17 @@ def _numbers(values: list[Any], name: str) -> NDArray[np.float32]:
         return array.astype(np.float32)
 
 
-def _read_npz(path: Path) -> Arrays:
+def _read_npz(path: Path, width: int | None) -> Arrays:
     try:
         arrays = _npz_arrays(path)
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise invalid_data(f"{path} is not a readable .npz archive: {exc}") from exc
-    for name in ("X", "y"):
+    for name in ("X",) if width is not None and "y" not in arrays else ("X", "y"):
         if name not in arrays:
-            found = ", ".join(sorted(arrays)) or "none"
-            raise invalid_data(f"{path} has no array '{name}' (found: {found})")
-    found_targets = {name: _as_float32(arrays[name], name) for name in TARGETS if name in arrays}
-    return {"X": _as_float32(arrays["X"], "X"), "y": _as_float32(arrays["y"], "y"), **found_targets}
+            names = ", ".join(sorted(arrays)) or "none"
+            raise invalid_data(f"{path} has no array '{name}' (found: {names})")
+    kept = ("X", "y", *TARGETS)
+    return {name: _as_float32(arrays[name], name) for name in kept if name in arrays}
 
 
 def _npz_arrays(path: Path) -> dict[str, NDArray[Any]]:
@@ -175,7 +195,7 @@ def _map_member(path: Path, raw: BinaryIO, info: zipfile.ZipInfo) -> NDArray[Any
     return mapped
 
 
-def _read_npy(path: Path) -> Arrays:
+def _read_npy(path: Path, width: int | None) -> Arrays:
     with path.open("rb") as fh:
         if fh.read(6) != b"\x93NUMPY":
             raise invalid_data(f"{path} is not a .npy file")
@@ -183,10 +203,12 @@ def _read_npy(path: Path) -> Arrays:
         table = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError) as exc:
         raise invalid_data(f"{path} is not a readable .npy file: {exc}") from exc
-    return _from_table(path, table, "a .npy file holds (N, D + 1): the inputs, then the label")
+    hint = "a .npy file holds (N, D + 1): the inputs, then the label"
+    return _from_table(path, table, hint, width)
 
 
-def _read_csv(path: Path) -> Arrays:
+def _read_csv(path: Path, width: int | None) -> Arrays:
+    _sniff_text(path)
     with path.open(encoding="utf-8-sig") as fh:
         lines = (line for line in fh if line.strip())
         first = next(lines, None)
@@ -204,7 +226,31 @@ def _read_csv(path: Path) -> Arrays:
             raise _csv_problem(path, exc) from exc
     if table.shape[0] == 0:
         raise empty_data(path)
-    return _from_table(path, table, "each line needs at least one input and the label")
+    return _from_table(path, table, "each line needs at least one input and the label", width)
+
+
+def _sniff_text(path: Path) -> None:
+    """Refuse, in one line and before parsing, what is not comma-separated UTF-8 text."""
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    if b"\0" in head:
+        raise invalid_data(f"{path} is not a comma-separated text file (it holds binary data)")
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the head
+            raise invalid_data(
+                f"{path} is not a comma-separated text file (byte {exc.start} is not UTF-8)"
+            ) from exc
+        text = head[: exc.start].decode("utf-8-sig")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if "," not in first:
+        for name, separator, tool in (("tabs", "\t", "\\t"), ("semicolons", ";", ";")):
+            if separator in first:
+                raise invalid_data(
+                    f"{path} is not a comma-separated text file (found {name}: save it with "
+                    f"commas, e.g. tr '{tool}' ',' < {path.name} > fixed.csv)"
+                )
 
 
 def _csv_problem(path: Path, exc: ValueError) -> InvalidDataError:
@@ -236,8 +282,13 @@ def _csv_problem(path: Path, exc: ValueError) -> InvalidDataError:
     return invalid_data(f"{path}: {exc}")
 
 
-def _from_table(path: Path, table: NDArray[Any], shape_hint: str) -> Arrays:
-    """Inputs and labels from a 2-D table whose last column is the label."""
+def _from_table(path: Path, table: NDArray[Any], shape_hint: str, width: int | None) -> Arrays:
+    """Inputs and labels from a 2-D table whose last column is the label.
+
+    A table exactly ``width`` wide has no label column: all of it is inputs.
+    """
+    if width is not None and table.ndim == 2 and table.shape[1] == width and len(table):
+        return {"X": _as_float32(table, "X")}
     if table.ndim != 2 or table.shape[1] < 2:
         if table.ndim == 2 and table.shape[0] == 0:
             raise empty_data(path)
@@ -305,7 +356,7 @@ def _chunks(n: int, row_bytes: int) -> Iterable[slice]:
     return (slice(start, min(start + step, n)) for start in range(0, n, step))
 
 
-READERS: dict[str, Callable[[Path], Arrays]] = {
+READERS: dict[str, Callable[[Path, int | None], Arrays]] = {
     ".json": _read_json,
     ".npz": _read_npz,
     ".npy": _read_npy,
