@@ -6,12 +6,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from rich.markup import escape
 
 from corteza.cli.common import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     EXIT_TARGET_MISSED,
     DebugOption,
     JsonOption,
@@ -21,8 +23,9 @@ from corteza.cli.common import (
     console,
     fail,
     print_json,
-    server_url,
+    target,
 )
+from corteza.cli.interrupts import sigterm_as_interrupt
 from corteza.cli.training import RunOptions, print_summary, run, server_for
 from corteza.client import Client, InvalidDataError
 from corteza.client.data.datasets import Dataset, open_dataset, split
@@ -47,12 +50,17 @@ FeedbackOption = typer.Option(
     "loss improved since the last feedback.",
 )
 UntilOption = typer.Option(
-    None, help="Stop once the mean loss of the last 5 batches is at or below X; exit 3 if never."
+    None,
+    help="Stop once the mean loss of the last 5 batches is at or below X (0 or more); "
+    "exit 3 if never.",
 )
 HoldoutOption = typer.Option(0.2, min=0.0, max=0.9, help="Share of samples held out for ROC-AUC.")
 SeedOption = typer.Option(0, help="Seed of the split, the batch order and the local model.")
-PresetOption = typer.Option("default", help=f"Model of the local server: {' or '.join(PRESETS)}.")
-LrOption = typer.Option(1e-4, help="Learning rate of the local server.")
+PresetOption = typer.Option(
+    "default",
+    help=f"Model of the local server: {' or '.join(PRESETS)} (a --server keeps its own).",
+)
+LrOption = typer.Option(1e-4, help="Learning rate of the local server (a --server keeps its own).")
 WindowOption = typer.Option(4, min=1, max=256, help="Batches in flight on the stream.")
 StreamOption = typer.Option(
     True,
@@ -115,21 +123,31 @@ def train(
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
-    """Train the model on DATA through a server (a local one if none is configured)."""
+    """Train the model on DATA through a server (a local one if none is configured).
+
+    Ctrl-C (or SIGTERM) stops it: it says at which batch, stops a local server, and
+    exits 130 (with --json, a result with "interrupted": true).
+    """
+    _check_options(until_loss, preset, as_json)
     curves = Curves(plot, tensorboard_dir)
     curves.check()
-    with clear_errors(debug):
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+    url = None if chosen.origin is None else chosen.url
+    note = _local_only(url, preset != "default" or lr != LOCAL_LR["train"])
+    with clear_errors(debug, as_json=as_json, server=chosen):
         dataset = open_dataset(data)
         _train_and_report(
             dataset,
             str(data),
-            server_url(server),
+            url,
             token,
             holdout,
             RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
-            ["--preset", preset, "--lr", str(lr), "--seed", str(seed)],
+            _local_args(preset, lr, seed, dataset.input_dim, quiet=as_json or url is not None),
             as_json,
             curves,
+            note,
         )
 
 
@@ -145,7 +163,11 @@ def demo(
     holdout: float = HoldoutOption,
     seed: int = SeedOption,
     preset: str = PresetOption,
-    lr: float = typer.Option(3e-4, help="Learning rate of the local server."),
+    lr: float = typer.Option(
+        3e-4,
+        help="Learning rate of the local server: higher than train's 1e-4, so a two-epoch "
+        "demo learns (a --server keeps its own).",
+    ),
     stream: bool = StreamOption,
     window: int = WindowOption,
     plot: Path | None = PlotOption,
@@ -155,14 +177,22 @@ def demo(
 ) -> None:
     """Train on synthetic sensor data: a local server, progress, a summary."""
     if recipe not in RECIPES:
-        fail(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}", EXIT_BAD_INPUT)
+        fail(
+            f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}",
+            EXIT_BAD_INPUT,
+            as_json=as_json,
+            error_type="invalid_option",
+        )
+    _check_options(until_loss, preset, as_json)
     curves = Curves(plot, tensorboard_dir)
     curves.check()
-    url = server_url(server)
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+    url = None if chosen.origin is None else chosen.url
+    note = _local_only(url, preset != "default" or lr != LOCAL_LR["demo"])
     local_args = ["--preset", preset, "--lr", str(lr), "--seed", str(seed)]
-    with clear_errors(debug):
-        local = PRESETS.get(preset, PRESETS["default"])  # an unknown preset fails in the server
-        input_dim = _remote_input_dim(url, token) if url else local.input_dim
+    with clear_errors(debug, as_json=as_json, server=chosen):
+        input_dim = _remote_input_dim(url, token) if url else PRESETS[preset].input_dim
         dataset = make_dataset(samples, input_dim=input_dim, recipe=recipe, seed=seed)
         _train_and_report(
             dataset,
@@ -174,7 +204,49 @@ def demo(
             local_args,
             as_json,
             curves,
+            note,
         )
+
+
+LOCAL_LR = {"train": 1e-4, "demo": 3e-4}  # the defaults of --lr
+
+
+def _check_options(until_loss: float | None, preset: str, as_json: bool) -> None:
+    """Refuse, before anything starts, what the local server would refuse later."""
+    if until_loss is not None and until_loss < 0:
+        fail(
+            f"--until-loss must be 0 or more (a loss is never negative), got {until_loss:g}",
+            EXIT_BAD_INPUT,
+            as_json=as_json,
+            error_type="invalid_option",
+        )
+    if preset not in PRESETS:
+        fail(
+            f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}",
+            EXIT_BAD_INPUT,
+            as_json=as_json,
+            error_type="invalid_option",
+        )
+
+
+def _local_only(url: str | None, given: bool) -> str | None:
+    """The warning for options the user gave that do nothing on ``url``; said once it answers."""
+    if url is None or not given:
+        return None
+    return (
+        f"[yellow]note:[/] --preset and --lr set up a local server only; "
+        f"{escape(url)} keeps its own model and learning rate"
+    )
+
+
+def _local_args(preset: str, lr: float, seed: int, input_dim: int, *, quiet: bool) -> list[str]:
+    """The local server's options; its width follows the data's when the preset's differs."""
+    args = ["--preset", preset, "--lr", str(lr), "--seed", str(seed)]
+    if input_dim != PRESETS[preset].input_dim:
+        args += ["--input-dim", str(input_dim)]
+        if not quiet:
+            _say(f"The local server takes the data's width: --input-dim {input_dim}.")
+    return args
 
 
 def _remote_input_dim(url: str, token: str | None) -> int:
@@ -192,11 +264,53 @@ def _train_and_report(
     local_args: list[str],
     as_json: bool,
     curves: Curves,
+    note: str | None = None,
 ) -> None:
-    with server_for(url, local_args, quiet=as_json) as base, Client(base, token=token) as client:
+    try:
+        result = _train(
+            dataset, source, url, token, holdout, options, local_args, as_json, curves, note
+        )
+    except KeyboardInterrupt:  # before the first batch or after the last: nothing to report
+        fail("interrupted", EXIT_INTERRUPTED, as_json=as_json, error_type="interrupted")
+    if result["interrupted"]:
+        _interrupted(result, as_json)
+    if as_json:
+        print_json(result)
+    else:
+        print_summary(result)
+    if options.until_loss is not None and not result["reached_target"]:
+        raise typer.Exit(EXIT_TARGET_MISSED)
+
+
+def _train(
+    dataset: Dataset,
+    source: str,
+    url: str | None,
+    token: str | None,
+    holdout: float,
+    options: RunOptions,
+    local_args: list[str],
+    as_json: bool,
+    curves: Curves,
+    note: str | None,
+) -> dict[str, Any]:
+    """The run through a server (started here when local), stopped on Ctrl-C or SIGTERM."""
+    with (
+        sigterm_as_interrupt(),
+        server_for(url, local_args, quiet=as_json) as base,
+        Client(base, token=token) as client,
+    ):
         info = client.info()
+        if note is not None:  # the server answered: now the note is worth a line
+            _say(note)
         if dataset.input_dim != info.input_dim:
             raise _width_error(info.input_dim, dataset.input_dim, source)
+        if info.limits is not None and options.batch_size > info.limits.max_batch_samples:
+            raise InvalidDataError(
+                f"--batch-size {options.batch_size} exceeds this server's "
+                f"{info.limits.max_batch_samples} samples per batch (its --max-batch-samples)",
+                error_type="batch_too_large",
+            )
         train_part, held = _split(dataset, holdout, options.seed, quiet=as_json)
         if not as_json:
             console.print(
@@ -207,13 +321,7 @@ def _train_and_report(
                 soft_wrap=True,  # one line in a log too, not cut at 80 columns
             )
         with _recording(curves, f"Training loss: {source}", quiet=as_json) as on_batch:
-            result = run(client, train_part, held, options, quiet=as_json, on_batch=on_batch)
-    if as_json:
-        print_json(result)
-    else:
-        print_summary(result)
-    if options.until_loss is not None and not result["reached_target"]:
-        raise typer.Exit(EXIT_TARGET_MISSED)
+            return run(client, train_part, held, options, quiet=as_json, on_batch=on_batch)
 
 
 @contextmanager
@@ -249,6 +357,19 @@ def _recording(
                     _say(f"Loss plot of {len(history)} batches saved to {escape(str(curves.plot))}")
 
 
+def _interrupted(result: dict[str, Any], as_json: bool) -> NoReturn:
+    """Where the run stopped, and what became of it; exit 130."""
+    if as_json:
+        print_json(result)
+    else:
+        total = result["total_batches"]
+        _say(
+            f"interrupted at batch {result['batches']}/{total if total else '?'}: the server "
+            "keeps what it trained; run the same command again to train anew"
+        )
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
 def _say(markup: str) -> None:
     console.print(markup, highlight=False, soft_wrap=True)
 
@@ -267,6 +388,7 @@ def _split(
         return dataset, None
     if not 0 < round(holdout * len(dataset)) < len(dataset):
         if not quiet:
-            console.print(f"Only {len(dataset)} samples: training on all, none held out.")
+            count = "1 sample" if len(dataset) == 1 else f"{len(dataset)} samples"
+            console.print(f"Only {count}: training on all, none held out.")
         return dataset, None
     return split(dataset, holdout, seed=seed)

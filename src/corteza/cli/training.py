@@ -6,22 +6,37 @@ the held-out ROC-AUC.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from corteza.cli.common import console
+from corteza.cli.predict import score
 from corteza.cli.progress import training_progress
 from corteza.client import Client, InvalidDataError, LocalServer
 from corteza.client.data.datasets import Dataset
 from corteza.client.data.metrics import roc_auc
 from corteza.client.training.fit import fit
 from corteza.client.training.progress import BatchReport, FitSummary
+
+# The stream logs each of its events and hands it to on_event too, where the run
+# prints it: without a handler of its own, Python's last resort printed it twice.
+logging.getLogger("corteza.client.training.stream").addHandler(logging.NullHandler())
+
+# The seed's words stay on the seed's routes (/metricas); the summary speaks English.
+TRENDS = {
+    "mejorando": "improving",
+    "empeorando": "getting worse",
+    "estable": "steady",
+    "sin_datos": "not enough data",
+}
 
 
 @dataclass(frozen=True)
@@ -80,12 +95,16 @@ def run(
 
     ``on_batch`` hears every batch too (the loss plot and TensorBoard record there).
     """
-    summary = _train_with_progress(client, train, options, quiet=quiet, listener=on_batch)
+    seen = _Seen(on_batch)
+    try:
+        summary = _train_with_progress(client, train, options, quiet=quiet, listener=seen)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
+        return seen.interrupted(options, 0 if holdout is None else len(holdout))
     metrics = client.metrics()
     auc: float | None = None
     if holdout is not None and len(holdout) and 0 < holdout.y.sum() < len(holdout):
-        scores = client.predict(holdout.X).anomaly_prob
-        auc = roc_auc(holdout.y, scores)
+        parts = score(client, holdout.X)  # in requests the server takes
+        auc = roc_auc(holdout.y, np.concatenate([p.anomaly_prob for p in parts]))
     return {
         "samples": summary.samples,
         "batches": summary.batches,
@@ -103,7 +122,50 @@ def run(
         "reached_target": summary.reached_target,
         "run_id": summary.run_id,
         "transport": summary.transport,
+        "total_batches": summary.batches,
+        "interrupted": False,
     }
+
+
+class _Seen:
+    """The batches a run got through, for the result of an interrupted run."""
+
+    def __init__(self, listener: Callable[[BatchReport], None] | None) -> None:
+        self.listener = listener
+        self.last: BatchReport | None = None
+        self.losses: list[float] = []
+
+    def __call__(self, report: BatchReport) -> None:
+        self.last = report
+        if report.loss is not None:
+            self.losses.append(report.loss)
+        if self.listener is not None:
+            self.listener(report)
+
+    def interrupted(self, options: RunOptions, holdout_samples: int) -> dict[str, Any]:
+        last = self.last
+        seconds = 0.0 if last is None else last.elapsed
+        samples = 0 if last is None else last.samples
+        return {
+            "samples": samples,
+            "batches": 0 if last is None else last.index,
+            "first_loss": self.losses[0] if self.losses else None,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "mean_anomaly": None,
+            "anomaly_rate": None,
+            "seconds": seconds,
+            "samples_per_second": samples / seconds if seconds else None,
+            "trend": None,
+            "feedback_rate": None,
+            "holdout_samples": holdout_samples,
+            "roc_auc": None,
+            "until_loss": options.until_loss,
+            "reached_target": False,
+            "run_id": None,
+            "transport": None,
+            "total_batches": None if last is None else last.total,
+            "interrupted": True,
+        }
 
 
 def _train_with_progress(
@@ -117,9 +179,9 @@ def _train_with_progress(
     with training_progress(console, quiet=quiet) as progress:
 
         def on_batch(report: BatchReport) -> None:
-            progress.update(report)
-            if listener is not None:
+            if listener is not None:  # first: an interrupt while drawing still counts it
                 listener(report)
+            progress.update(report)
 
         def on_event(kind: str, message: str) -> None:
             if kind in ("waiting", "warning", "fallback", "resumed"):  # even with --json
@@ -159,7 +221,7 @@ def print_summary(result: dict[str, Any]) -> None:
     table.add_row("anomaly rate (batches > 0.5)", fmt(result["anomaly_rate"], ".1%"))
     table.add_row("time", fmt(result["seconds"], ".1f") + " s")
     table.add_row("samples/s", fmt(result["samples_per_second"], ".1f"))
-    table.add_row("server trend", str(result["trend"]))
+    table.add_row("server trend", TRENDS.get(result["trend"], str(result["trend"])))
     table.add_row("feedback success rate", fmt(result["feedback_rate"], ".1%"))
     table.add_row(
         f"held-out ROC-AUC ({result['holdout_samples']} samples)", fmt(result["roc_auc"], ".3f")
