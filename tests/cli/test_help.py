@@ -43,3 +43,9 @@ def test_the_root_help_lists_every_command() -> None:
     shown = render()
     for name in COMMANDS:
         assert f" {name} " in shown
+
+
+def test_serve_groups_its_options_in_panels() -> None:
+    shown = render("serve")
+    for panel in ("Network and security", "Model", "Training", "Checkpoints", "Observability"):
+        assert f"╭─ {panel} ─" in shown, panel

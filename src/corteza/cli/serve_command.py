@@ -19,6 +19,7 @@ import typer
 
 from corteza.cli.common import Command
 from corteza.cli.logs import setup_logging
+from corteza.cli.serve_checks import startup_problem
 from corteza.model import PRESETS, ModelConfig
 from corteza.server.edge.policy import (
     SecurityConfigError,
@@ -200,6 +201,10 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)
         raise typer.Exit(2) from exc
+    problem = startup_problem(settings)  # before the model is built: seconds, not a minute
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     logger.info("serving on %s:%d, auth %s", host, port, "on" if token else "off")
 
     def ready(public_url: str | None) -> None:
@@ -213,11 +218,62 @@ def serve(
         raise typer.Exit(1) from exc
 
 
+# The help's panels: about 45 options read better in groups. An option not named
+# here stays under "Options".
+PANELS: dict[str, tuple[str, ...]] = {
+    "Network and security": (
+        "host",
+        "port",
+        "token",
+        "no_auth",
+        "allowed_hosts",
+        "cors_origins",
+        "tunnel",
+        "max_body_mb",
+        "max_small_body_kb",
+        "max_batch_samples",
+        "max_seq_len",
+        "max_connections",
+    ),
+    "Model": (
+        "preset",
+        "input_dim",
+        "lstm_hidden",
+        "lstm_layers",
+        "transformer_heads",
+        "transformer_layers",
+        "transformer_ff",
+        "gmu_hidden",
+        "mlp_hidden",
+        "mlp_out",
+        "attention_heads",
+        "attention_ff",
+        "head_hidden",
+        "dropout",
+    ),
+    "Training": ("device", "seed", "lr"),
+    "Checkpoints": ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "checkpoint_keep"),
+    "Observability": (
+        "log_level",
+        "webhooks",
+        "webhook_secret",
+        "webhook_format",
+        "notify_loss_below",
+        "notify_margin",
+        "stall_minutes",
+    ),
+}
+
+
 def run(args: list[str], prog_name: str) -> None:
     """Parse ``args`` as :func:`serve`'s options and run it; exits as a command line does."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(cls=Command)(serve)
-    typer.main.get_command(app).main(args, prog_name=prog_name)
+    command = typer.main.get_command(app)
+    panel_of = {name: panel for panel, names in PANELS.items() for name in names}
+    for param in command.params:
+        param.rich_help_panel = panel_of.get(param.name or "")  # type: ignore[attr-defined]
+    command.main(args, prog_name=prog_name)
 
 
 def print_lines(lines: list[str]) -> None:

@@ -1,0 +1,57 @@
+"""``corteza serve`` refuses what it cannot serve in one line, exit 2, before building a model."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from corteza.client import free_port
+from tests.helpers import corteza
+
+
+def serve(*args: str) -> tuple[int, str]:
+    result = corteza("serve", "--preset", "tiny", "--port", str(free_port()), *args, timeout=120)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("device", "line"),
+    [
+        (
+            "tpu",
+            "error: --device tpu: not a device torch knows; use auto, cpu, cuda, cuda:N or mps",
+        ),
+        pytest.param(
+            "cuda",
+            "error: --device cuda: no CUDA GPU on this machine; use --device cpu or auto",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
+    ],
+)
+def test_a_device_this_machine_lacks(device: str, line: str) -> None:
+    assert serve("--device", device) == (2, line + "\n")
+
+
+def test_a_checkpoint_dir_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert serve("--checkpoint-dir", str(path)) == (
+        2,
+        f"error: --checkpoint-dir {path} is a file, not a folder\n",
+    )
+
+
+def test_a_port_in_use_is_refused_before_the_model_is_built() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = corteza("serve", "--preset", "tiny", "--port", str(port), timeout=120)
+    assert result.returncode == 2
+    assert result.stdout + result.stderr == (
+        f"error: --port {port}: 127.0.0.1:{port} is taken (Address already in use); "
+        "stop what listens there or pass another --port\n"
+    )
