@@ -180,9 +180,7 @@ def test_a_signal_says_where_it_stopped_stops_the_local_server_and_exits_130(
     assert last.startswith("interrupted at batch ")
     done, total = last.removeprefix("interrupted at batch ").split(":")[0].split("/")
     assert 0 < int(done) < int(total) == 5000
-    assert last.endswith(
-        ": the server keeps what it trained; run the same command again to train anew"
-    )
+    assert last.endswith(": the local server is stopped, and what it trained with it")
     assert out == ""
     with pytest.raises(httpx.TransportError):  # the local server is gone, its port free
         httpx.get(f"{url}/health", timeout=5)
@@ -221,6 +219,56 @@ def test_json_says_interrupted(live_server: LiveServer, tmp_path: Path) -> None:
     assert result["interrupted"] is True
     assert result["total_batches"] == 5000
     assert 0 < result["batches"] < 5000
+
+
+def test_the_same_command_resumes_an_interrupted_run(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    data = _data(tmp_path / "d.npz", 200)
+    command = [
+        sys.executable,
+        "-m",
+        "corteza",
+        "train",
+        str(data),
+        "--server",
+        live_server.url,
+        "--batch-size",
+        "4",
+        "--holdout",
+        "0",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while live_server.state.stats.total_batches < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith(
+            ": the server keeps what it trained; the same command resumes the run "
+            "(--restart starts over)"
+        )
+    )
+    stopped_at = live_server.state.stats.total_batches
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming run " in resumed.stderr
+    assert 0 < stopped_at < 50
+    assert live_server.state.stats.total_batches == 50  # every batch once, none twice
+    again = subprocess.run([*command, "--restart", "--json"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert live_server.state.stats.total_batches == 100  # a new run of all 50
 
 
 # ------------------------------------------------------------------ 16: said once

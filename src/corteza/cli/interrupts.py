@@ -14,6 +14,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any, NoReturn
+
+import typer
+
+from corteza.cli.common import EXIT_INTERRUPTED, console, print_json
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -31,3 +36,28 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def report_interrupted(
+    result: dict[str, Any], as_json: bool, *, local: bool, resumable: bool
+) -> NoReturn:
+    """Where the run stopped, and what became of it; exit 130."""
+    if as_json:
+        print_json(result)
+    else:
+        total = result["total_batches"]
+        if local:
+            then = "the local server is stopped, and what it trained with it"
+        elif resumable:
+            then = (
+                "the server keeps what it trained; the same command resumes the run "
+                "(--restart starts over)"
+            )
+        else:
+            then = "the server keeps what it trained"
+        console.print(
+            f"interrupted at batch {result['batches']}/{total if total else '?'}: {then}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(EXIT_INTERRUPTED)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -25,7 +25,8 @@ from corteza.cli.common import (
     print_json,
     target,
 )
-from corteza.cli.interrupts import sigterm_as_interrupt
+from corteza.cli.interrupts import report_interrupted, sigterm_as_interrupt
+from corteza.cli.resume import forget, remember, run_for
 from corteza.cli.training import RunOptions, print_summary, run, server_for
 from corteza.client import Client, InvalidDataError
 from corteza.client.data.datasets import Dataset, open_dataset, split
@@ -120,13 +121,20 @@ def train(
     window: int = WindowOption,
     plot: Path | None = PlotOption,
     tensorboard_dir: Path | None = TensorBoardOption,
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Start a new run even if this command was interrupted on this server before "
+        "(without it, the interrupted run resumes where it stopped).",
+    ),
     as_json: bool = JsonOption,
     debug: bool = DebugOption,
 ) -> None:
     """Train the model on DATA through a server (a local one if none is configured).
 
     Ctrl-C (or SIGTERM) stops it: it says at which batch, stops a local server, and
-    exits 130 (with --json, a result with "interrupted": true).
+    exits 130 (with --json, a result with "interrupted": true). The same command
+    against the same server then resumes the run, unless --restart.
     """
     _check_options(until_loss, preset, as_json)
     curves = Curves(plot, tensorboard_dir)
@@ -137,17 +145,22 @@ def train(
     note = _local_only(url, preset != "default" or lr != LOCAL_LR["train"])
     with clear_errors(debug, as_json=as_json, server=chosen):
         dataset = open_dataset(data)
+        shape = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "holdout": holdout}
+        key, run_id = run_for(data, url, shape, restart=restart, quiet=as_json)
         _train_and_report(
             dataset,
             str(data),
             url,
             token,
             holdout,
-            RunOptions(epochs, batch_size, seed, feedback_every, until_loss, stream, window),
+            RunOptions(
+                epochs, batch_size, seed, feedback_every, until_loss, stream, window, run_id
+            ),
             _local_args(preset, lr, seed, dataset.input_dim, quiet=as_json or url is not None),
             as_json,
             curves,
             note,
+            key,
         )
 
 
@@ -265,6 +278,7 @@ def _train_and_report(
     as_json: bool,
     curves: Curves,
     note: str | None = None,
+    resume_key: str | None = None,
 ) -> None:
     try:
         result = _train(
@@ -273,7 +287,11 @@ def _train_and_report(
     except KeyboardInterrupt:  # before the first batch or after the last: nothing to report
         fail("interrupted", EXIT_INTERRUPTED, as_json=as_json, error_type="interrupted")
     if result["interrupted"]:
-        _interrupted(result, as_json)
+        if resume_key is not None and options.run_id is not None:
+            remember(resume_key, options.run_id)
+        report_interrupted(result, as_json, local=url is None, resumable=resume_key is not None)
+    if resume_key is not None:
+        forget(resume_key)
     if as_json:
         print_json(result)
     else:
@@ -355,19 +373,6 @@ def _recording(
             else:
                 if not quiet:
                     _say(f"Loss plot of {len(history)} batches saved to {escape(str(curves.plot))}")
-
-
-def _interrupted(result: dict[str, Any], as_json: bool) -> NoReturn:
-    """Where the run stopped, and what became of it; exit 130."""
-    if as_json:
-        print_json(result)
-    else:
-        total = result["total_batches"]
-        _say(
-            f"interrupted at batch {result['batches']}/{total if total else '?'}: the server "
-            "keeps what it trained; run the same command again to train anew"
-        )
-    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _say(markup: str) -> None:

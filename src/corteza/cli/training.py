@@ -48,6 +48,7 @@ class RunOptions:
     until_loss: float | None = None
     stream: bool = True  # WebSocket with a window in flight; False: one request per batch
     window: int = 4  # batches in flight on the stream
+    run_id: str | None = None  # None: a new run; an interrupted run's id resumes it
 
 
 @contextmanager
@@ -161,7 +162,7 @@ class _Seen:
             "roc_auc": None,
             "until_loss": options.until_loss,
             "reached_target": False,
-            "run_id": None,
+            "run_id": options.run_id,
             "transport": None,
             "total_batches": None if last is None else last.total,
             "interrupted": True,
@@ -200,6 +201,7 @@ def _train_with_progress(
             stream=options.stream,
             window=options.window,
             on_event=on_event,
+            run_id=options.run_id,
             dendrite_target=data.dendrite_target,
             coherence_target=data.coherence_target,
         )
