@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -55,3 +60,25 @@ def test_a_port_in_use_is_refused_before_the_model_is_built() -> None:
         f"error: --port {port}: 127.0.0.1:{port} is taken (Address already in use); "
         "stop what listens there or pass another --port\n"
     )
+
+
+def test_port_0_prints_the_port_it_bound() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "corteza", "serve", "--preset", "tiny", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            first = server.stdout.readline()  # the banner, once the model is up
+            match = re.fullmatch(
+                r"corteza server: (http://127\.0\.0\.1:(\d+)) \(docs at .*\)\n", first
+            )
+            assert match is not None, first
+            assert int(match[2]) != 0
+            assert httpx.get(f"{match[1]}/health", timeout=10).status_code == 200
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)

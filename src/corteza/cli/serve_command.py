@@ -207,9 +207,9 @@ def serve(
         raise typer.Exit(2)
     logger.info("serving on %s:%d, auth %s", host, port, "on" if token else "off")
 
-    def ready(public_url: str | None) -> None:
+    def ready(public_url: str | None, bound: int) -> None:
         """Once the model is up (and the tunnel open): the URL, the token, what to paste."""
-        print_lines(banner_lines(public_url or server_url(host, port), token))
+        print_lines(banner_lines(public_url or server_url(host, bound), token))
 
     try:
         serve_forever(settings, tunnel.value, ready)

@@ -51,7 +51,7 @@ class TunnelledServer(uvicorn.Server):
         self,
         settings: Settings,
         tunnel: Tunnel | None,
-        on_ready: Callable[[str | None], None] | None = None,
+        on_ready: Callable[[str | None, int], None] | None = None,
         **config: Any,
     ) -> None:
         """``config``: uvicorn.Config arguments over those made from ``settings``."""
@@ -76,13 +76,14 @@ class TunnelledServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         try:
             await super().startup(sockets)
+            port = self.config.port
             if self.started:
                 port = self.servers[0].sockets[0].getsockname()[1]  # the real one, for port 0
                 self.local_url = f"http://{loopback(self.config.host)}:{port}"
             if self.tunnel is not None and self.started and not self.should_exit:
                 self._open_tunnel(self.tunnel)
             if self.on_ready is not None and self.started and not self.should_exit:
-                self.on_ready(self.public_url)
+                self.on_ready(self.public_url, port)
         finally:
             self.ready.set()
 
@@ -120,10 +121,13 @@ class TunnelledServer(uvicorn.Server):
 
 
 def serve(
-    settings: Settings, kind: str = "none", on_ready: Callable[[str | None], None] | None = None
+    settings: Settings,
+    kind: str = "none",
+    on_ready: Callable[[str | None, int], None] | None = None,
 ) -> None:
     """Serve in this thread until a signal, behind a tunnel of ``kind`` unless ``"none"``;
-    ``on_ready(public_url)`` once the app has started (and the tunnel is open).
+    ``on_ready(public_url, port)`` once the app has started (and the tunnel is open), with
+    the port bound (the real one for ``--port 0``).
 
     Raises :class:`TunnelError` after a clean shutdown when the tunnel cannot open.
     """
