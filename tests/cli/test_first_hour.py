@@ -395,3 +395,12 @@ def test_a_folder_is_named_as_one(tmp_path: Path) -> None:
     code, _, err = corteza("predict", str(tmp_path))
     assert code == 2
     assert err == f"error: {tmp_path} is a folder: name a data file (.json, .npz, .npy or .csv)\n"
+
+
+def test_watch_with_nothing_configured_says_how_to_get_a_server() -> None:
+    code, out, err = corteza("watch", "--events", "1")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: No server configured: run `corteza serve`, or `corteza connect URL` "
+        "(nothing answers at http://127.0.0.1:8000)\n"
+    )

@@ -23,7 +23,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from corteza.cli.common import DebugOption, JsonOption, ServerOption, TokenOption, clear_errors
+from corteza.cli.common import (
+    DebugOption,
+    JsonOption,
+    ServerOption,
+    TokenOption,
+    clear_errors,
+    target,
+)
 from corteza.client import Backoff, Client, TransportError
 from corteza.client.events import Event
 from corteza.wire import StatusResponse
@@ -223,7 +230,12 @@ def watch(
     """Follow a server's training live: loss sparkline, status, recent events."""
     out = Console()
     err = Console(stderr=True)
-    with clear_errors(debug), Client(server, token=token, retries=0) as client:
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+    with (
+        clear_errors(debug, as_json=as_json, server=chosen),
+        Client(chosen.url, token=token, retries=0) as client,
+    ):
         view = WatchView(client.url)
         view.show_status(client.status())  # an unreachable server: one clear line, exit 1
 
