@@ -13,6 +13,7 @@ import socket
 
 import torch
 
+from corteza.server.engine.precision import precision_refusal
 from corteza.server.settings import Settings
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -20,7 +21,12 @@ DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
 def startup_problem(settings: Settings) -> str | None:
     """The first option of ``settings`` this machine cannot serve, in one line; or None."""
-    return _device(settings.device) or _checkpoint_dir(settings) or _port(settings)
+    return (
+        _device(settings.device)
+        or precision_refusal(settings.device, settings.precision)  # bf16 on a T4, fp16 on MPS
+        or _checkpoint_dir(settings)
+        or _port(settings)
+    )
 
 
 def _device(name: str) -> str | None:

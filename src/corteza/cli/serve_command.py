@@ -46,6 +46,20 @@ class WebhookFormat(str, Enum):  # the choices of Settings.webhook_format
     slack = "slack"
 
 
+class PrecisionChoice(str, Enum):  # the choices of Settings.precision
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class CompileMode(str, Enum):  # the choices of Settings.compile_mode
+    default = "default"
+    reduce_overhead = "reduce-overhead"
+    max_autotune = "max-autotune"
+    max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
+
+
 class TunnelChoice(str, Enum):
     none = "none"
     cloudflared = "cloudflared"
@@ -81,6 +95,9 @@ def serve(
     device: str = setting("device"),
     seed: int = setting("seed", help="Seed for the model's initial weights and dropout."),
     lr: float = setting("lr"),
+    precision: PrecisionChoice = setting("precision"),
+    compile: bool = setting("compile", "--compile"),
+    compile_mode: CompileMode = setting("compile_mode"),
     preset: Preset = typer.Option(Preset.default, help="Model size to start from."),
     # The model's widths: each overrides the preset's.
     input_dim: int | None = typer.Option(
@@ -176,6 +193,9 @@ def serve(
             device=device,
             seed=seed,
             lr=lr,
+            precision=precision.value,
+            compile=compile,
+            compile_mode=compile_mode.value,
             log_level=log_level,
             model=ModelConfig.from_dict(base),
             checkpoint_dir=checkpoint_dir,

@@ -16,7 +16,8 @@
     │   │   ├── UnauthorizedError   401: no token, or not this server's
     │   │   ├── ForbiddenError      400/403: a Host or Origin the server does not serve
     │   │   ├── RequestTimeoutError 408: the body arrived too slowly
-    │   │   └── PayloadTooLargeError 413: body, batch or sequence over the server's limit
+    │   │   └── PayloadTooLargeError 413: body, batch or sequence over the server's limit,
+    │   │                               or a batch the GPU's memory cannot hold
     │   ├── TrainingDivergedError   the loss became NaN/Inf; the step was not applied
     │   └── InternalServerError     5xx
     └── InvalidDataError            (also ValueError) local data refused before sending
@@ -175,6 +176,7 @@ _BY_TYPE: dict[str, type[ServerError]] = {
     "payload_too_large": PayloadTooLargeError,
     "batch_too_large": PayloadTooLargeError,
     "sequence_too_long": PayloadTooLargeError,
+    "out_of_memory": PayloadTooLargeError,
 }
 
 

@@ -40,9 +40,17 @@ class Settings(BaseSettings):
     feedback_lr: float = Field(default=1e-3, gt=0, description="AdamW rate of feedback steps")
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     pos_weight: float | None = Field(default=None, gt=0, description="BCE weight of anomalies")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto = bf16 autocast on a CUDA device that supports it"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 from compute capability 8.0, fp16 with a loss scaler on 7.x "
+        "(T4, V100), fp32 on the CPU; a choice the device cannot honour is refused at start",
     )
+    compile: bool = Field(
+        default=False, description="torch.compile the training forward pass (eager on failure)"
+    )
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = Field(default="default", description="torch.compile's mode, with --compile")
     trend_window: int = Field(default=20, ge=3, description="losses in the /metricas slope")
     checkpoint_dir: Path | None = Field(
         default=None,

@@ -94,6 +94,8 @@ class ServerState:
             "device": str(device),
             "device_name": device_name(device),
             "gpu_memory_reserved_mb": round(reserved, 1),
+            "precision": self.trainer.precision.name,
+            **self.trainer.memory.snapshot(),  # peak_memory_mb
         }
 
     @property

@@ -29,6 +29,7 @@ class ErrorType(str, Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     TRAINING_DIVERGED = "training_diverged"
+    OUT_OF_MEMORY = "out_of_memory"
     OUT_OF_ORDER = "out_of_order"
     RUN_CONFLICT = "run_conflict"
     RUN_BUSY = "run_busy"

@@ -86,7 +86,9 @@ class CapaInfo(_Payload):
 
 
 class TrainResponse(_Payload):
-    status: Literal["trained"] = "trained"
+    status: Literal["trained", "skipped"] = Field(
+        default="trained", description="skipped: fp16's loss scaler skipped every step"
+    )
     loss: float
     batch_size: int
     outputs: Outputs
@@ -103,6 +105,9 @@ class TrainResponse(_Payload):
     batch_id: str | None = Field(default=None, description="refer to it in feedback")
     head_losses: dict[str, float | None] | None = Field(
         default=None, description="anomaly / dendrite / coherence loss of the last step"
+    )
+    skipped_steps: int = Field(
+        default=0, description="fp16 steps skipped on overflowing gradients: not applied"
     )
 
 
@@ -134,6 +139,8 @@ class Statistics(_Payload):
     device: str
     device_name: str
     gpu_memory_reserved_mb: float
+    precision: str | None = Field(default=None, description="fp32, fp16 or bf16")
+    peak_memory_mb: float = Field(default=0.0, description="peak GPU allocation (0 off CUDA)")
 
 
 class FeedbackResponse(_Payload):

@@ -28,6 +28,7 @@ from typing import Any
 
 from corteza.server.checkpoints.store import load_checkpoint, load_latest, save_checkpoint
 from corteza.server.checkpoints.validate import CheckpointError
+from corteza.server.engine.precision import check_scaler_state
 from corteza.server.engine.runs import RunBook
 from corteza.server.engine.stats import TrainingStats
 from corteza.server.engine.trainer import Trainer
@@ -98,6 +99,7 @@ class Checkpointer:
             "step": self.trainer.step,
             "stats": self.stats.to_json(),
             "runs": self.runs.to_json(),
+            "scaler": self.trainer.mixed.state_dict(),  # fp16's loss scale; {} otherwise
         }
 
     def batch_done(self) -> Path | None:
@@ -256,6 +258,7 @@ class Checkpointer:
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         self.trainer.step = int(state.get("step", 0))
         self.runs.load_json(state.get("runs", []))
+        self.trainer.mixed.load_state_dict(state.get("scaler", {}))
         try:
             self.stats.load_json(state.get("stats", {}))
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -296,5 +299,6 @@ def check_state(state: dict[str, Any]) -> None:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
         RunBook().load_json(state.get("runs", []))
+        check_scaler_state(state.get("scaler", {}))
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"state.json has a malformed state section: {exc!s:.200}") from exc

@@ -18,7 +18,7 @@ def train_answer(
     """The seed's ``/train_layer2`` fields plus ours, as plain JSON values."""
     capa2, capa3, capa4 = result.capa_means
     return {
-        "status": "trained",
+        "status": "skipped" if result.skipped_steps == result.epochs else "trained",
         "loss": result.loss,
         "batch_size": result.batch_size,
         "outputs": {
@@ -41,4 +41,5 @@ def train_answer(
         "replayed": False,
         "batch_id": batch_id,
         "head_losses": result.head_losses,
+        "skipped_steps": result.skipped_steps,
     }

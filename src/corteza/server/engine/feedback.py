@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from corteza.server.engine.precision import MixedPrecision
 from corteza.server.engine.trainer import Trainer
 
 MEMORY_BATCHES = 64  # batches remembered for feedback
@@ -55,6 +56,7 @@ class UnknownBatchError(LookupError):
 class FeedbackStep:
     batch_id: str
     loss: float  # MSE of the dendrite head against the target, before the step
+    skipped: bool = False  # fp16: the loss scaler skipped the step (nothing applied)
 
 
 class DendriteFeedback:
@@ -64,6 +66,8 @@ class DendriteFeedback:
         self.trainer = trainer
         self._head = trainer.model.capa5.dendrites
         self._optimizer = torch.optim.AdamW(self._head.parameters(), lr=lr, weight_decay=0.0)
+        # The trainer's precision, with a loss scaler of its own for this optimizer.
+        self._mixed = MixedPrecision(trainer.precision, trainer.device)
         self._memory: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
         self._bytes = 0
 
@@ -98,23 +102,22 @@ class DendriteFeedback:
         """
         check_adjustments(target)
         trainer = self.trainer
-        inputs = torch.from_numpy(self._memory[batch_id]).to(trainer.device)
+        inputs = trainer.staging.to_device(self._memory[batch_id])
         trainer.model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._mixed.autocast():
                 features = trainer.model.features(inputs)  # (B, mlp_out), the heads' input
         finally:
             trainer.model.train()
-        goal = torch.tensor(target, dtype=features.dtype, device=features.device)
+        goal = torch.tensor(target, dtype=torch.float32, device=features.device)
         self._optimizer.zero_grad(set_to_none=True)
-        prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
-        loss = F.mse_loss(prediction, goal.expand_as(prediction))
-        if not math.isfinite(float(loss.detach())):
-            self._optimizer.zero_grad(set_to_none=True)
+        with self._mixed.autocast():
+            prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
+            loss = F.mse_loss(prediction, goal.expand_as(prediction))
+        outcome = self._mixed.step(loss, self._optimizer, self._head.parameters(), weight=reward)
+        if not math.isfinite(outcome.loss):
             raise InvalidFeedbackError(
-                f"The dendrite loss of this feedback is {float(loss.detach())}; no step was taken"
+                f"The dendrite loss of this feedback is {outcome.loss}; no step was taken"
             )
-        (reward * loss).backward()  # type: ignore[no-untyped-call]
-        self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
-        return FeedbackStep(batch_id, float(loss.detach()))
+        return FeedbackStep(batch_id, outcome.loss, skipped=outcome.skipped)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,11 @@ from corteza.model import (
     corteza_loss,
     count_parameters,
 )
+from corteza.server.engine.compilation import CompiledForward
 from corteza.server.engine.device import resolve_device
+from corteza.server.engine.memory import MemoryMeter
+from corteza.server.engine.precision import MixedPrecision, precision_for
+from corteza.server.engine.staging import StagedArrays, Staging
 from corteza.server.settings import Settings
 from corteza.wire import Batch
 
@@ -62,6 +66,7 @@ class TrainResult:
     step: int  # optimizer steps taken since the run began, after this batch
     seconds: float  # wall time of the training work
     head_losses: dict[str, float | None] | None = None  # per head, last step
+    skipped_steps: int = 0  # fp16 steps the loss scaler skipped: nothing applied
 
     @property
     def loss(self) -> float:
@@ -104,6 +109,7 @@ class Trainer:
         self.settings = settings
         self.config: ModelConfig = settings.model
         self.device = resolve_device(settings.device)
+        self.precision = precision_for(self.device, settings.precision)  # or PrecisionError
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         self.model = CortezaCognitiva(self.config).to(self.device)
@@ -117,50 +123,74 @@ class Trainer:
         self.step = 0
         self.parameter_count = count_parameters(self.model)
         self.trainable_count = count_parameters(self.model, trainable_only=True)
-        self.autocast_dtype = self._autocast_dtype(settings.precision)
+        self.mixed = MixedPrecision(self.precision, self.device)
+        self.staging = Staging(self.device)
+        self._prefetched: tuple[Batch, StagedArrays] | None = None
+        # The batch queued after the one training, copied to the GPU meanwhile (the worker's).
+        self.upcoming: Callable[[], Batch | None] = lambda: None
+        self.forward = CompiledForward(
+            self.model, enabled=settings.compile, mode=settings.compile_mode
+        )
+        gradients = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.memory = MemoryMeter(self.device, fixed_bytes=gradients)
+        logger.info(
+            "training in %s (%s)%s",
+            self.precision.name,
+            self.precision.why,
+            f", torch.compile mode {settings.compile_mode}" if settings.compile else "",
+        )
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-    def _autocast_dtype(self, precision: str) -> torch.dtype | None:
-        if self.device.type != "cuda" or precision == "fp32":
-            return None
-        if precision == "bf16" or torch.cuda.is_bf16_supported(including_emulation=False):
-            return torch.bfloat16
-        return None
-
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self.autocast_dtype is None:
-            yield
-        else:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                yield
-
     def _to_device(self, array: NDArray[np.float32]) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.to(self.device)
+        return self.staging.to_device(array)
+
+    def prefetch(self, batch: Batch) -> None:
+        """Start copying ``batch`` to the GPU; :meth:`train_batch` of it then finds it there."""
+        if self.staging.cuda:
+            self._prefetched = batch, self._stage(batch)
+
+    def _stage(self, batch: Batch) -> StagedArrays:
+        arrays = [batch.inputs, batch.labels, batch.dendrite_target, batch.coherence_target]
+        return self.staging.stage(arrays)
 
     def train_batch(self, batch: Batch) -> TrainResult:
-        """Take ``batch.epochs`` optimizer steps on one validated batch."""
+        """Take ``batch.epochs`` optimizer steps on one validated batch.
+
+        The batch :attr:`upcoming` names is copied to the GPU while this one
+        trains. Raises :class:`TrainingDivergedError` for a loss that is not finite,
+        and :class:`~corteza.server.engine.memory.DeviceOutOfMemoryError` (nothing
+        applied; it names a batch size that fits) for a batch the GPU cannot hold.
+        """
+        steps_per_sample = batch.inputs.shape[1] if batch.inputs.ndim == 3 else 1
+        self.memory.batch_started()
+        out_of_memory = False
+        try:
+            result = self._train(batch)
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True  # handled once the failed step's tensors are released
+        if out_of_memory:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._prefetched = None
+            raise self.memory.out_of_memory(batch.size, steps_per_sample)
+        self.memory.batch_done(batch.size, steps_per_sample)
+        return result
+
+    def _train(self, batch: Batch) -> TrainResult:
         started = time.perf_counter()
-        inputs = self._to_device(batch.inputs)
-        labels = self._to_device(batch.labels)
-        dendrite_target = None
-        if batch.dendrite_target is not None:
-            dendrite_target = self._to_device(batch.dendrite_target)
-        coherence_target = None
-        if batch.coherence_target is not None:
-            coherence_target = self._to_device(batch.coherence_target)
+        prefetched, self._prefetched = self._prefetched, None
+        staged = prefetched[1] if prefetched and prefetched[0] is batch else self._stage(batch)
+        inputs, labels, dendrite_target, coherence_target = staged.tensors()
+        assert inputs is not None and labels is not None
         losses: list[float] = []
+        skipped = 0
         applied: tuple[CortezaOutput, LossTerms] | None = None  # of the last applied step
         self.model.train()
         for epoch in range(batch.epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                output = self.model(inputs)
+            with self.mixed.autocast():
+                output = self.forward(inputs)
                 terms = corteza_loss(
                     output,
                     labels,
@@ -169,7 +199,12 @@ class Trainer:
                     weights=self.loss_weights,
                     pos_weight=self.settings.pos_weight,
                 )
-            loss = float(terms.total.detach())
+            if epoch == 0 and self.staging.cuda and (upcoming := self.upcoming()) is not None:
+                self.prefetch(upcoming)  # its copy overlaps this batch's compute
+            outcome = self.mixed.step(
+                terms.total, self.optimizer, self.model.parameters(), self.settings.max_grad_norm
+            )
+            loss = outcome.loss
             if not np.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 if applied is None:
@@ -181,17 +216,16 @@ class Trainer:
                     f"Training diverged: the loss became {loss} at epoch {epoch + 1} of this "
                     f"batch; that step was not applied, the {epoch} before it were and count "
                     "as this batch",
-                    self._result(batch, losses, *applied, started),
+                    self._result(batch, losses, *applied, started, skipped),
                 )
-            terms.total.backward()  # type: ignore[no-untyped-call]
-            if self.settings.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
-            self.optimizer.step()
-            self.step += 1
+            if outcome.skipped:
+                skipped += 1  # the scaler's overflow: not divergence, the batch still counts
+            else:
+                self.step += 1
             losses.append(loss)
             applied = output, terms
         assert applied is not None  # epochs >= 1 is validated upstream
-        return self._result(batch, losses, *applied, started)
+        return self._result(batch, losses, *applied, started, skipped)
 
     def _result(
         self,
@@ -200,6 +234,7 @@ class Trainer:
         output: CortezaOutput,
         terms: LossTerms,
         started: float,
+        skipped: int = 0,
     ) -> TrainResult:
         """The result of ``len(losses)`` applied steps; outputs from the last one's forward."""
         head_losses = {
@@ -223,6 +258,7 @@ class Trainer:
             step=self.step,
             seconds=time.perf_counter() - started,
             head_losses=head_losses,
+            skipped_steps=skipped,
         )
 
     @contextlib.contextmanager
@@ -230,7 +266,7 @@ class Trainer:
         """Eval mode and no gradients; training mode is restored afterwards."""
         self.model.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self.mixed.autocast():
                 yield
         finally:
             self.model.train()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +60,8 @@ class TrainingWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corteza-trainer")
         self._pending = 0
         self._pending_lock = threading.Lock()
+        self._queued: deque[Batch] = deque()  # batches submitted, not yet started
+        trainer.upcoming = self._upcoming
 
     @property
     def queue_depth(self) -> int:
@@ -97,6 +100,7 @@ class TrainingWorker:
         """
 
         def job() -> dict[str, Any]:
+            self._started(batch)
             if run_id is not None and seq is not None:
                 stored = self.runs.decide(run_id, seq, fingerprint)
                 if stored is not None:
@@ -111,7 +115,19 @@ class TrainingWorker:
                 raise
             return self._record(batch, result, run_id, seq)
 
+        self._queued.append(batch)
         return self._submit(job)
+
+    def _started(self, batch: Batch) -> None:
+        """Take ``batch`` (and any job before it that never ran) off the queue."""
+        while self._queued and self._queued[0] is not batch:
+            self._queued.popleft()
+        if self._queued:
+            self._queued.popleft()
+
+    def _upcoming(self) -> Batch | None:
+        """The batch queued next, which the trainer copies to the GPU meanwhile."""
+        return self._queued[0] if self._queued else None
 
     def _record(
         self,

@@ -294,10 +294,9 @@ class TrainingEvents:
             anomaly_probability=float(result.probabilities.mean()),
             samples_per_second=work / seconds if seconds > 0 else 0.0,
             samples=result.batch_size,
-            batch_id=answer.get("batch_id"),
             run_id=run_id,
-            seq=answer.get("seq"),
             seconds=seconds,
+            **{key: answer.get(key) for key in ("batch_id", "seq", "status", "skipped_steps")},
         )
         if improved:
             self.bus.publish("loss_improved", step=step, loss=loss, previous_best=previous)

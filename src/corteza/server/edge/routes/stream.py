@@ -43,6 +43,7 @@ from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
 from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.routes.training import parse_binary_request
+from corteza.server.engine.memory import DeviceOutOfMemoryError
 from corteza.server.engine.runs import (
     OutOfOrderError,
     RunBusyError,
@@ -116,6 +117,7 @@ def ack(answer: dict[str, Any]) -> dict[str, Any]:
         "batch_size": answer.get("batch_size"),
         "step": answer.get("step"),
         "replayed": bool(answer.get("replayed")),
+        "status": answer.get("status", "trained"),
         "dendrite_adjustments": outputs.get("dendrite_adjustments"),
         "batch_id": answer.get("batch_id"),
     }
@@ -321,6 +323,8 @@ class StreamSession:
                 raise StreamError(
                     str(exc), ErrorType.TRAINING_DIVERGED, seq, self.next_seq
                 ) from None
+            except DeviceOutOfMemoryError as exc:
+                raise StreamError(str(exc), ErrorType.OUT_OF_MEMORY, seq, self.next_seq) from None
             self.pending -= 1
             await self.outgoing.put(ack(result))
             self.slots.release()

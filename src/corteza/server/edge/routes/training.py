@@ -17,6 +17,7 @@ from corteza.server.edge.limits import check_batch_limits
 from corteza.server.edge.openapi import binary_body, error_responses, request_body
 from corteza.server.engine.answers import now_iso
 from corteza.server.engine.feedback import InvalidFeedbackError, UnknownBatchError
+from corteza.server.engine.memory import DeviceOutOfMemoryError
 from corteza.server.engine.runs import (
     OutOfOrderError,
     RunConflictError,
@@ -177,6 +178,8 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
         raise ApiError(409, str(exc), ErrorType.RUN_CONFLICT) from exc
     except TrainingDivergedError as exc:
         raise ApiError(422, str(exc), ErrorType.TRAINING_DIVERGED) from exc
+    except DeviceOutOfMemoryError as exc:
+        raise ApiError(413, str(exc), ErrorType.OUT_OF_MEMORY, fits_batch_size=exc.fits) from exc
     except OutOfOrderError as exc:
         raise ApiError(409, str(exc), ErrorType.OUT_OF_ORDER, next_seq=exc.next_seq) from exc
     if answer.get("replayed"):
@@ -220,7 +223,8 @@ async def feedback_dendritas(feedback: FeedbackRequest, state: StateDep) -> Feed
             "timestamp": now_iso(),
             "estadisticas": state.statistics(),
             "batch_id": batch_id,
-            "applied": outcome is not None,
+            "applied": outcome is not None and not outcome.skipped,
+            "skipped": outcome is not None and outcome.skipped,
             "dendrite_loss": None if outcome is None else outcome.loss,
         }
     )

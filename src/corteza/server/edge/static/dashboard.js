@@ -205,12 +205,13 @@ function showStatus(status) {
   showBest(s.best_loss);
   setText("card-device", s.dispositivo);
   setText("card-device-name", [s.device_name, s.device].filter(Boolean).join(" · "));
+  setText("card-precision", s.precision ? `precision ${s.precision}` : "");
   const onGpu = String(s.device || s.dispositivo).toLowerCase().startsWith("cuda");
   setText("card-gpu", onGpu ? `${s.gpu_memoria_mb.toFixed(0)} MB` : "–");
   let reserved = "no GPU";
   if (onGpu) {
     reserved = Number.isFinite(s.gpu_memory_reserved_mb)
-      ? `${s.gpu_memory_reserved_mb.toFixed(0)} MB reserved`
+      ? `${s.gpu_memory_reserved_mb.toFixed(0)} MB reserved · peak ${(s.peak_memory_mb ?? 0).toFixed(0)} MB`
       : "";
   }
   setText("card-gpu-reserved", reserved);
