@@ -42,15 +42,15 @@ class Settings(BaseSettings):
     pos_weight: float | None = Field(default=None, gt=0, description="BCE weight of anomalies")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         default="auto",
-        description="auto: bf16 from compute capability 8.0, fp16 with a loss scaler on 7.x "
-        "(T4, V100), fp32 on the CPU; a choice the device cannot honour is refused at start",
+        description="training precision; auto: bf16 from compute capability 8.0, fp16 with a "
+        "loss scaler on 7.x (T4, V100), fp32 on the CPU; one the device cannot honour is refused",
     )
     compile: bool = Field(
-        default=False, description="torch.compile the training forward pass (eager on failure)"
+        default=False, description="compile the training forward pass (eager on failure)"
     )
     compile_mode: Literal[
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
-    ] = Field(default="default", description="torch.compile's mode, with --compile")
+    ] = Field(default="default", description="mode of torch.compile, with --compile")
     trend_window: int = Field(default=20, ge=3, description="losses in the /metricas slope")
     checkpoint_dir: Path | None = Field(
         default=None,
