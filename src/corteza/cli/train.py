@@ -156,7 +156,7 @@ def train(
             RunOptions(
                 epochs, batch_size, seed, feedback_every, until_loss, stream, window, run_id
             ),
-            _local_args(preset, lr, seed, dataset.input_dim, quiet=as_json or url is not None),
+            _local_args(preset, lr, seed, dataset.input_dim),
             as_json,
             curves,
             note,
@@ -252,13 +252,12 @@ def _local_only(url: str | None, given: bool) -> str | None:
     )
 
 
-def _local_args(preset: str, lr: float, seed: int, input_dim: int, *, quiet: bool) -> list[str]:
-    """The local server's options; its width follows the data's when the preset's differs."""
+def _local_args(preset: str, lr: float, seed: int, input_dim: int) -> list[str]:
+    """The local server's options; its width follows the data's when the preset's differs
+    (said by :func:`server_for` once a local server starts)."""
     args = ["--preset", preset, "--lr", str(lr), "--seed", str(seed)]
     if input_dim != PRESETS[preset].input_dim:
         args += ["--input-dim", str(input_dim)]
-        if not quiet:
-            _say(f"The local server takes the data's width: --input-dim {input_dim}.")
     return args
 
 

@@ -67,6 +67,9 @@ def server_for(url: str | None, local_args: list[str], *, quiet: bool) -> Iterat
         )
     if not quiet:
         console.print("No server configured: starting a local one on 127.0.0.1...")
+        if "--input-dim" in local_args:
+            width = local_args[local_args.index("--input-dim") + 1]
+            console.print(f"The local server takes the data's width: --input-dim {width}.")
     with LocalServer(local_args) as local:
         if not quiet:
             console.print(

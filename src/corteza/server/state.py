@@ -16,7 +16,8 @@ from corteza.server.engine.runs import RunBook
 from corteza.server.engine.stats import TrainingStats
 from corteza.server.engine.trainer import Trainer
 from corteza.server.engine.worker import TrainingWorker
-from corteza.server.observe.events import EventBus, TrainingEvents
+from corteza.server.observe.bus import EventBus
+from corteza.server.observe.events import TrainingEvents
 from corteza.server.observe.prometheus import ServerMetrics
 from corteza.server.observe.webhooks import WebhookSender
 from corteza.server.settings import Settings

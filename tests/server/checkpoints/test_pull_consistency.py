@@ -98,4 +98,3 @@ def test_only_files_the_manifest_lists_are_served(saving: LiveServer) -> None:
         name = http.get("/v1/checkpoint").json()["checkpoint"]
         response = http.get(f"/v1/checkpoints/{name}/files/..%2F..%2Fsecret")
     assert response.status_code == 404
-

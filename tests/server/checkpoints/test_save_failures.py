@@ -18,7 +18,7 @@ from corteza.client import Client, make_dataset
 from corteza.client.training.fit import fit
 from corteza.server import Settings
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
-from corteza.server.observe.events import Event
+from corteza.server.observe.bus import Event
 from corteza.server.observe.webhooks import WEBHOOK_EVENTS, slack_text
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import samples

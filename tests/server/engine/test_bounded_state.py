@@ -11,7 +11,8 @@ from websockets.sync.client import connect
 
 from corteza.server.engine.runs import ANSWERS_KEPT, STORED_ANSWERS, Run, RunBook
 from corteza.server.engine.trainer import TrainResult
-from corteza.server.observe.events import RUNS_FOLLOWED, EventBus, TrainingEvents
+from corteza.server.observe.bus import EventBus
+from corteza.server.observe.events import RUNS_FOLLOWED, TrainingEvents
 from corteza.wire import PROTOCOL_VERSION
 from tests.conftest import LiveServer
 

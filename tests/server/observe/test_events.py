@@ -18,7 +18,8 @@ from httpx_sse import connect_sse
 from corteza.client import Client, StreamingTrainer
 from corteza.server import Settings
 from corteza.server.engine.trainer import TrainResult
-from corteza.server.observe.events import EventBus, TrainingEvents
+from corteza.server.observe.bus import EventBus
+from corteza.server.observe.events import TrainingEvents
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import samples
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from corteza.client import free_port
 from corteza.server import Settings
-from corteza.server.observe.events import Event
+from corteza.server.observe.bus import Event
 from corteza.server.observe.webhooks import WebhookSender, slack_text
 from corteza.wire.webhooks import sign, verify_signature
 from tests.conftest import TINY, start_server, stop_server

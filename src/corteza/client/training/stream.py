@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
@@ -70,6 +70,7 @@ from corteza.client.training.progress import (
     FitSummary,
     Transport,
 )
+from corteza.client.training.run_calls import checkpoint_warning, say_finished
 from corteza.wire import BATCH_CONTENT_TYPE, HealthResponse, TrainResponse, dimension_mismatch
 
 logger = logging.getLogger(__name__)
@@ -179,46 +180,13 @@ class StreamingTrainer:
             except UnreachableError as exc:
                 self._wait(url, str(exc))
         if self.transport == "rest":
-            self._say_finished()
-        self._warn_if_not_durable()
+            say_finished(self.client, self._url, self._token, self.run_id)
+        if (warning := checkpoint_warning(self.client, self._url, self._token)) is not None:
+            self._event("warning", warning)
         self.summary.seconds = time.perf_counter() - self._started
         self.summary.run_id = self.run_id
         self.summary.transport = self.transport
         return self.summary
-
-    def _warn_if_not_durable(self) -> None:
-        """One warning when the server's checkpoints are failing: what it trained is not
-        on disk. A server without the field (older, the seed's) says nothing."""
-        call = Call(BaseModel, "GET", "/status", idempotent=True)
-        try:
-            response = self.client.send_to(self._url, call, self._token)
-            health = response.json().get("checkpoints") or {}
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return
-        failures = health.get("consecutive_failures") if isinstance(health, dict) else None
-        if isinstance(failures, int) and failures > 0:
-            last = health.get("last") or "none"
-            self._event(
-                "warning",
-                f"the server's checkpoints are failing ({failures} in a row: "
-                f"{str(health.get('last_error'))[:200]}); nothing it trained since checkpoint "
-                f"{last} is on disk yet",
-            )
-
-    def _say_finished(self) -> None:
-        """A run sent by REST has no stream to close: tell the server it is done, so it
-        announces ``run_finished``. A server without the route (the seed's) is fine too."""
-        url = self._url
-        call = Call(BaseModel, "POST", f"/v1/runs/{self.run_id}/finish", idempotent=False)
-        try:
-            response = self.client.send_to(url, call, self._token)
-        except httpx.HTTPError as exc:
-            logger.info("could not tell %s that run %s finished: %s", url, self.run_id, exc)
-            return
-        if response.is_error:
-            logger.info(
-                "%s did not take the end of run %s: HTTP %d", url, self.run_id, response.status_code
-            )
 
     def _done(self) -> bool:
         return self._ledger.done()

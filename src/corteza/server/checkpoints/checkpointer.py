@@ -32,7 +32,7 @@ from corteza.server.engine.precision import check_scaler_state
 from corteza.server.engine.runs import RunBook
 from corteza.server.engine.stats import TrainingStats
 from corteza.server.engine.trainer import Trainer
-from corteza.server.observe.events import EventBus
+from corteza.server.observe.bus import EventBus
 from corteza.server.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -31,8 +31,6 @@ ones the caller's ``protect(path)`` keeps (one being downloaded). Usage::
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import logging
 import os
@@ -46,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from corteza.server.checkpoints.files import digest, fsync_dir, read_tensors, save_tensors
 from corteza.server.checkpoints.validate import (
     OPTIMIZER_FILE,
     STATE_FILE,
@@ -141,22 +139,22 @@ def save_checkpoint(
     tmp = root / f"{_TMP_PREFIX}{uuid.uuid4()}"
     tmp.mkdir()
     try:
-        _save_tensors(cpu_copies(model.state_dict()), tmp / MODEL_FILE)
-        _save_tensors(optimizer_tensors, tmp / OPTIMIZER_FILE)
-        _save_tensors(_rng_tensors(), tmp / RNG_FILE)
+        save_tensors(cpu_copies(model.state_dict()), tmp / MODEL_FILE)
+        save_tensors(optimizer_tensors, tmp / OPTIMIZER_FILE)
+        save_tensors(_rng_tensors(), tmp / RNG_FILE)
         (tmp / STATE_FILE).write_text(state_text, encoding="utf-8")
-        files = {name: _digest(tmp / name, sync=True) for name in _DATA_FILES}
+        files = {name: digest(tmp / name, sync=True) for name in _DATA_FILES}
         manifest = json.dumps({"format": FORMAT, "files": files}, indent=1)
         (tmp / MANIFEST_FILE).write_text(manifest, encoding="utf-8")
-        _digest(tmp / MANIFEST_FILE, sync=True)
-        _fsync_dir(tmp)
+        digest(tmp / MANIFEST_FILE, sync=True)
+        fsync_dir(tmp)
         number = 1 + max((_order(p)[0] for p in list_checkpoints(root)), default=0)
         final = root / f"ckpt-{step:012d}-{time.time_ns() // 1_000_000}-{number:09d}"
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     logger.info("saved checkpoint %s", final)
     _prune(root, keep, final, protect)
     return final
@@ -211,7 +209,7 @@ def verify_checkpoint(path: Path) -> None:
             raise CheckpointError(
                 f"{name} has {size} bytes, the manifest says {entry.get('bytes')}"
             )
-        if _digest(path / name)["sha256"] != entry.get("sha256"):
+        if digest(path / name)["sha256"] != entry.get("sha256"):
             raise CheckpointError(f"{name}: sha256 does not match the manifest")
     try:
         json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
@@ -275,16 +273,16 @@ def _load(
         raise CheckpointError(f"{STATE_FILE} is not a format-{FORMAT} checkpoint state")
     if check_state is not None:
         check_state(document["state"])
-    model_tensors = _read_tensors(path / MODEL_FILE)
+    model_tensors = read_tensors(path / MODEL_FILE)
     validate_model_tensors(model_tensors, model)
     check_finite(model_tensors, MODEL_FILE)
     try:
-        optimizer_tensors = _read_tensors(path / OPTIMIZER_FILE)
+        optimizer_tensors = read_tensors(path / OPTIMIZER_FILE)
         check_finite(optimizer_tensors, OPTIMIZER_FILE)
         optimizer_state = optimizer_state_dict(document["optimizer"], optimizer_tensors, optimizer)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{STATE_FILE} has a malformed optimizer section: {exc}") from exc
-    rng = _read_tensors(path / RNG_FILE)
+    rng = read_tensors(path / RNG_FILE)
     names = ["rng.cpu", *(f"rng.cuda.{i}" for i in range(len(rng) - 1))]
     if set(names) != set(rng) or any(rng[name].dtype != torch.uint8 for name in names):
         raise CheckpointError(f"{RNG_FILE} does not hold rng.cpu (and rng.cuda.<i>) as uint8")
@@ -320,56 +318,6 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
         for i, rng_state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng_state
     return cpu_copies(tensors)
-
-
-_OS_ERROR = re.compile(r"\(os error (\d+)\)")
-
-
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``save_file``, with its I/O failures (a full disk) raised as the OSError they are."""
-    try:
-        save_file(tensors, str(path))
-    except Exception as exc:  # safetensors raises its own type, the errno only in the text
-        found = _OS_ERROR.search(str(exc))
-        if isinstance(exc, OSError) or found is None:
-            raise
-        code = int(found[1])
-        raise OSError(code, os.strerror(code), str(path)) from exc
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        tensors: dict[str, torch.Tensor] = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error type for a bad header
-        raise CheckpointError(f"{path.name} cannot be read: {exc}") from exc
-    return tensors
-
-
-def _digest(path: Path, *, sync: bool = False) -> dict[str, Any]:
-    """sha256 and size of a file, fsyncing it on the way when asked."""
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("r+b" if sync else "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-        if sync:
-            os.fsync(f.fileno())
-    return {"sha256": sha.hexdigest(), "bytes": size}
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a directory for fsync
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some network and FUSE file systems do not fsync directories; the rename still holds.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _remove_leftovers(root: Path) -> None:

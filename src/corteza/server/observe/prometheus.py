@@ -25,7 +25,7 @@ from corteza.server.engine.device import gpu_memory_mb
 from corteza.server.engine.stats import TrainingStats
 from corteza.server.engine.trainer import Trainer
 from corteza.server.engine.worker import TrainingWorker
-from corteza.server.observe.events import Event
+from corteza.server.observe.bus import Event
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 UNMATCHED = "unmatched"

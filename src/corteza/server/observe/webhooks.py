@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from corteza._version import __version__
-from corteza.server.observe.events import Event
+from corteza.server.observe.bus import Event
 from corteza.wire.webhooks import sign
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _site(url: str) -> str:
 class WebhookSender:
     """Queues the events worth a webhook and delivers them on its own thread.
 
-    Register :meth:`on_event` as an :class:`~corteza.server.observe.events.EventBus`
+    Register :meth:`on_event` as an :class:`~corteza.server.observe.bus.EventBus`
     listener; it only appends to a queue.
     """
 

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
 from corteza.server.edge.openapi import error_responses
-from corteza.server.observe.events import EVENT_TYPES, EventBus
+from corteza.server.observe.bus import EVENT_TYPES, EventBus
 from corteza.wire import ErrorType
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
