@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -47,6 +48,34 @@ def test_a_checkpoint_dir_that_is_a_file(tmp_path: Path) -> None:
         2,
         f"error: --checkpoint-dir {path} is a file, not a folder\n",
     )
+
+
+def test_a_checkpoint_dir_that_cannot_be_written(tmp_path: Path) -> None:
+    """Root writes through permission bits, so as root the folder is a read-only tmpfs."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if mount.returncode != 0:
+            pytest.skip(f"cannot mount a read-only tmpfs here: {mount.stderr.strip()}")
+        mounted = True
+    else:
+        folder.chmod(0o500)
+    try:
+        assert serve("--checkpoint-dir", str(folder)) == (
+            2,
+            f"error: --checkpoint-dir {folder} is not writable\n",
+        )
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            folder.chmod(0o700)
 
 
 def test_a_port_in_use_is_refused_before_the_model_is_built() -> None:
