@@ -174,3 +174,36 @@ def test_bf16_on_a_gpu_older_than_ampere_stops_serve_in_one_line() -> None:
         f"H100); this one has {major}.{minor}, where bf16 is only emulated: use --precision "
         "fp16 or auto\n"
     )
+
+
+class _OutOfMemoryAtEpochTwo(CompiledForward):
+    """Stands in for a GPU that runs out of memory on the second epoch of a batch."""
+
+    calls = 0
+
+    def __call__(self, inputs: torch.Tensor) -> Any:
+        type(self).calls += 1
+        if type(self).calls == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return super().__call__(inputs)
+
+
+def test_out_of_memory_at_epoch_two_records_the_first_and_a_retry_replays_it(
+    live_server: LiveServer,
+) -> None:
+    state = live_server.state
+    state.trainer.forward = _OutOfMemoryAtEpochTwo(state.trainer.model, enabled=False)
+    body = {"samples": samples(4, TINY.input_dim), "epochs": 3, "run_id": "oom", "seq": 0}
+    with live_server.http() as http:
+        first = http.post("/train_layer2", json=body)
+        after_first = snapshot_model(state)
+        retry = http.post("/train_layer2", json=body)
+    assert first.status_code == 422
+    assert first.json()["error"] == (
+        "Out of device memory at epoch 2 of this batch; that step was not applied, the 1 "
+        "before it were and count as this batch"
+    )
+    assert retry.status_code == 200
+    assert (retry.json()["replayed"], retry.json()["epochs"]) == (True, 1)
+    assert_same_model(after_first, snapshot_model(state))  # the first epoch is not trained twice
+    assert (state.trainer.step, state.runs.open("oom").next_seq) == (1, 1)

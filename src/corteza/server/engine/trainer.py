@@ -29,7 +29,7 @@ from corteza.model import (
 from corteza.server.engine.compilation import CompiledForward
 from corteza.server.engine.device import resolve_device
 from corteza.server.engine.memory import MemoryMeter
-from corteza.server.engine.precision import MixedPrecision, precision_for
+from corteza.server.engine.precision import MixedPrecision, StepOutcome, precision_for
 from corteza.server.engine.staging import StagedArrays, Staging
 from corteza.server.settings import Settings
 from corteza.wire import Batch
@@ -188,22 +188,20 @@ class Trainer:
         applied: tuple[CortezaOutput, LossTerms] | None = None  # of the last applied step
         self.model.train()
         for epoch in range(batch.epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.mixed.autocast():
-                output = self.forward(inputs)
-                terms = corteza_loss(
-                    output,
-                    labels,
-                    dendrite_target=dendrite_target,
-                    coherence_target=coherence_target,
-                    weights=self.loss_weights,
-                    pos_weight=self.settings.pos_weight,
+            try:
+                outcome, output, terms = self._epoch(
+                    inputs, labels, dendrite_target, coherence_target, epoch
                 )
-            if epoch == 0 and self.staging.cuda and (upcoming := self.upcoming()) is not None:
-                self.prefetch(upcoming)  # its copy overlaps this batch's compute
-            outcome = self.mixed.step(
-                terms.total, self.optimizer, self.model.parameters(), self.settings.max_grad_norm
-            )
+            except torch.cuda.OutOfMemoryError:
+                if applied is None:
+                    raise  # nothing applied: train_batch answers out_of_memory
+                self.optimizer.zero_grad(set_to_none=True)
+                self._prefetched = None
+                raise TrainingDivergedError(
+                    f"Out of device memory at epoch {epoch + 1} of this batch; that step was "
+                    f"not applied, the {epoch} before it were and count as this batch",
+                    self._result(batch, losses, *applied, started, skipped),
+                ) from None
             loss = outcome.loss
             if not np.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -226,6 +224,33 @@ class Trainer:
             applied = output, terms
         assert applied is not None  # epochs >= 1 is validated upstream
         return self._result(batch, losses, *applied, started, skipped)
+
+    def _epoch(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        dendrite_target: torch.Tensor | None,
+        coherence_target: torch.Tensor | None,
+        epoch: int,
+    ) -> tuple[StepOutcome, CortezaOutput, LossTerms]:
+        """One optimizer step over the batch (the device's out-of-memory error escapes)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.mixed.autocast():
+            output = self.forward(inputs)
+            terms = corteza_loss(
+                output,
+                labels,
+                dendrite_target=dendrite_target,
+                coherence_target=coherence_target,
+                weights=self.loss_weights,
+                pos_weight=self.settings.pos_weight,
+            )
+        if epoch == 0 and self.staging.cuda and (upcoming := self.upcoming()) is not None:
+            self.prefetch(upcoming)  # its copy overlaps this batch's compute
+        outcome = self.mixed.step(
+            terms.total, self.optimizer, self.model.parameters(), self.settings.max_grad_norm
+        )
+        return outcome, output, terms
 
     def _result(
         self,
