@@ -114,7 +114,9 @@ def test_one_sample_is_one_sample_and_the_summary_speaks_english(
     result = corteza("train", str(data), "--server", live_server.url)
     assert result.returncode == 0, result.stderr
     assert "Only 1 sample: training on all, none held out.\n" in result.stderr
-    trend = next(line for line in result.stdout.splitlines() if "server trend" in line)
+    trend = next(
+        line for line in result.stdout.splitlines() if "trend (server, last 20 batches)" in line
+    )
     assert "not enough data" in trend
     for spanish in ("mejorando", "empeorando", "estable", "sin_datos"):
         assert spanish not in result.stdout
@@ -128,6 +130,18 @@ def test_a_local_server_takes_the_datas_width(tmp_path: Path) -> None:
     result = corteza("train", str(data), "--preset", "tiny", "--holdout", "0", "--batch-size", "20")
     assert result.returncode == 0, result.stderr
     assert "The local server takes the data's width: --input-dim 48.\n" in result.stderr
+
+
+def test_a_width_the_local_model_cannot_take_is_refused_before_a_server_starts(
+    tmp_path: Path,
+) -> None:
+    data = _data(tmp_path / "odd.npz", 40, dim=11)  # the tiny preset has 2 attention heads
+    result = corteza("train", str(data), "--preset", "tiny")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: A local server (--preset tiny) cannot take data 11 values wide: "
+        "transformer_heads (2) must divide input_dim (11)\n"
+    )
 
 
 # ------------------------------------------------------------------ 6: Ctrl-C and SIGTERM

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from typing import Any
 
@@ -25,6 +25,7 @@ from corteza.client.data.datasets import Dataset
 from corteza.client.data.metrics import roc_auc
 from corteza.client.training.fit import fit
 from corteza.client.training.progress import BatchReport, FitSummary
+from corteza.wire.model_config import PRESETS
 
 # The stream logs each of its events and hands it to on_event too, where the run
 # prints it: without a handler of its own, Python's last resort printed it twice.
@@ -51,6 +52,21 @@ class RunOptions:
     run_id: str | None = None  # None: a new run; an interrupted run's id resumes it
 
 
+def _check_local_model(local_args: list[str]) -> None:
+    """Refuse, before a server process starts, a width the local model cannot take."""
+    preset = local_args[local_args.index("--preset") + 1] if "--preset" in local_args else "default"
+    if preset not in PRESETS or "--input-dim" not in local_args:
+        return
+    width = int(local_args[local_args.index("--input-dim") + 1])
+    try:
+        replace(PRESETS[preset], input_dim=width)
+    except ValueError as exc:
+        raise InvalidDataError(
+            f"A local server (--preset {preset}) cannot take data {width} values wide: {exc}",
+            error_type="invalid_data",
+        ) from None
+
+
 @contextmanager
 def server_for(url: str | None, local_args: list[str], *, quiet: bool) -> Iterator[str]:
     """``url`` as given, or an embedded local server started for the run."""
@@ -65,6 +81,7 @@ def server_for(url: str | None, local_args: list[str], *, quiet: bool) -> Iterat
             "pip install 'corteza[server]'",
             error_type="no_server",
         )
+    _check_local_model(local_args)
     if not quiet:
         console.print("No server configured: starting a local one on 127.0.0.1...")
         if "--input-dim" in local_args:
@@ -226,7 +243,9 @@ def print_summary(result: dict[str, Any]) -> None:
     table.add_row("anomaly rate (batches > 0.5)", fmt(result["anomaly_rate"], ".1%"))
     table.add_row("time", fmt(result["seconds"], ".1f") + " s")
     table.add_row("samples/s", fmt(result["samples_per_second"], ".1f"))
-    table.add_row("server trend", TRENDS.get(result["trend"], str(result["trend"])))
+    table.add_row(
+        "trend (server, last 20 batches)", TRENDS.get(result["trend"], str(result["trend"]))
+    )
     table.add_row("feedback success rate", fmt(result["feedback_rate"], ".1%"))
     table.add_row(
         f"held-out ROC-AUC ({result['holdout_samples']} samples)", fmt(result["roc_auc"], ".3f")
