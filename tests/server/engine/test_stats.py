@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from corteza.server.engine.stats import loss_trend
+from corteza.server.engine.stats import TrainingStats, loss_trend
 
 
 def test_fewer_than_three_points_is_no_data() -> None:
@@ -31,3 +33,30 @@ def test_the_slope_ignores_a_lucky_last_point() -> None:
     series = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.45]
     assert series[-1] < series[0]
     assert loss_trend(series)[0] == "empeorando"
+
+
+@pytest.mark.parametrize(
+    ("saved", "message"),
+    [
+        ({"feedback_received": 10**400}, "stats.feedback_received must be a count"),
+        (
+            {"feedback_received": 1, "feedback_validated": 2},
+            "stats.feedback_validated must not exceed stats.feedback_received",
+        ),
+        ({"recent_losses": [1e308, 1e308]}, "stats cannot be served"),
+        ({"loss_sum": 1e308, "total_batches": 1, "anomaly_prob_sum": -1e308}, None),
+    ],
+)
+def test_counters_that_cannot_be_served_are_refused(
+    saved: dict[str, object], message: str | None
+) -> None:
+    """A pushed checkpoint's statistics must never make /status or /metricas fail."""
+    stats = TrainingStats()
+    if message is None:  # servable as it is: restored
+        stats.load_json(saved)
+    else:
+        with pytest.raises(ValueError, match=message):
+            stats.load_json(saved)
+        assert stats.feedback_received == 0
+        assert list(stats.recent_losses) == []
+    json.dumps([stats.snapshot(), stats.metrics(100)], allow_nan=False)

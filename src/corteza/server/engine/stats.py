@@ -8,6 +8,7 @@ Every number kept here is finite: an update carrying NaN or Inf is refused whole
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from corteza.server.engine.trainer import TrainResult
 
 RECENT_LOSSES = 100  # the seed's "loss_promedio_ultimos_100"
 THROUGHPUT_WINDOW = 20  # batches in the samples/s figure
+MAX_COUNT = 2**63  # a saved count above this is not one this server could have made
 TREND_TOLERANCE = 0.02  # |fitted change over the window| / mean loss below this is "estable"
 
 
@@ -117,8 +119,9 @@ class TrainingStats:
     _FLOATS = frozenset({"loss_sum", "anomaly_prob_sum"})
 
     def load_json(self, data: dict[str, Any]) -> None:
-        """Restore what :meth:`to_json` saved; ValueError, nothing restored, for a value
-        of the wrong kind (the counters are served as they are)."""
+        """Restore what :meth:`to_json` saved; ValueError for a value of the wrong kind
+        (nothing restored) or for counters that could not be served as JSON (then the
+        statistics start afresh)."""
         saved = {name: data[name] for name in self._SAVED if name in data}
         recent = list(data.get("recent_losses", []))
         elapsed = data.get("elapsed_seconds", 0.0)
@@ -128,8 +131,12 @@ class TrainingStats:
             if name in self._OPTIONAL | self._FLOATS or name == "elapsed_seconds":
                 if not _is_finite(value):
                     raise ValueError(f"stats.{name} must be a finite number, got {value!r:.40}")
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            elif (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT
+            ):
                 raise ValueError(f"stats.{name} must be a count, got {value!r:.40}")
+        if saved.get("feedback_validated", 0) > saved.get("feedback_received", 0):
+            raise ValueError("stats.feedback_validated must not exceed stats.feedback_received")
         if not all(_is_finite(v) for v in recent):
             raise ValueError("stats.recent_losses must hold finite numbers")
         with self._lock:
@@ -138,6 +145,11 @@ class TrainingStats:
             self.recent_losses.clear()
             self.recent_losses.extend(float(v) for v in recent)
             self.started = time.monotonic() - float(elapsed)
+        try:  # what /status and /metricas would answer must be valid JSON
+            json.dumps([self.snapshot(), self.metrics(RECENT_LOSSES)], allow_nan=False)
+        except (ArithmeticError, ValueError) as exc:
+            self.reset()
+            raise ValueError(f"stats cannot be served: {exc}") from exc
 
     def record_feedback(self, validated: bool, dendrite_loss: float | None = None) -> None:
         """Count a feedback; ValueError, nothing counted, for a non-finite loss."""
