@@ -239,3 +239,33 @@ def test_a_malformed_scaler_state_is_refused(state: dict[str, object], message: 
     with pytest.raises(ValueError):
         mp.load_state_dict(state)
     assert mp.scale == 2.0**16  # untouched
+
+
+class _InfGradient(torch.autograd.Function):
+    """Stand-in for an overflowing backward: the identity forward, an inf gradient back."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(grad, float("inf"))
+
+
+@pytest.mark.parametrize("max_grad_norm", [1.0, None])
+def test_fp32_non_finite_gradients_of_a_finite_loss_apply_nothing(
+    max_grad_norm: float | None,
+) -> None:
+    model, optimizer, mp = _fresh("fp32")
+    before = copy.deepcopy(model.state_dict())
+    x, _ = _batch(0)
+    logits = model(x).anomaly_logits
+    loss = _InfGradient.apply(logits).mean()
+    assert torch.isfinite(loss)
+    outcome = mp.step(loss, optimizer, model.parameters(), max_grad_norm=max_grad_norm)
+    assert outcome.applied is False  # reported as divergence, as a NaN loss is
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert all(p.grad is None for p in model.parameters())
+    assert optimizer.state_dict()["state"] == {}

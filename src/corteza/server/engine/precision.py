@@ -234,8 +234,12 @@ class MixedPrecision:
                 optimizer.zero_grad(set_to_none=True)
                 return StepOutcome(value)
             (weight * loss).backward()  # type: ignore[no-untyped-call]
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            limit = math.inf if max_grad_norm is None else max_grad_norm
+            norm = torch.nn.utils.clip_grad_norm_(params, limit)
+            if not math.isfinite(float(norm)):
+                # Non-finite gradients from a finite loss: apply nothing, as for a NaN loss.
+                optimizer.zero_grad(set_to_none=True)
+                return StepOutcome(math.nan)
             optimizer.step()
             return StepOutcome(value)
         self.scaler.scale(weight * loss).backward()  # type: ignore[no-untyped-call]
