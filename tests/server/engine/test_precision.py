@@ -261,7 +261,7 @@ def test_fp32_non_finite_gradients_of_a_finite_loss_apply_nothing(
     before = copy.deepcopy(model.state_dict())
     x, _ = _batch(0)
     logits = model(x).anomaly_logits
-    loss = _InfGradient.apply(logits).mean()
+    loss = _InfGradient.apply(logits).mean()  # type: ignore[no-untyped-call]
     assert torch.isfinite(loss)
     outcome = mp.step(loss, optimizer, model.parameters(), max_grad_norm=max_grad_norm)
     assert outcome.applied is False  # reported as divergence, as a NaN loss is
