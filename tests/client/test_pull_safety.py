@@ -1,4 +1,6 @@
-"""Pulling from a hostile server writes nowhere but the destination; pulling twice is safe."""
+"""Pulling from a hostile server writes nowhere but the destination; pulling twice is safe.
+
+The hostile server here is a stand-in (a plain http.server): a real one never lies."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 
 from corteza.client import free_port
 from corteza.client.errors import InvalidDataError, ProtocolError
-from corteza.client.transfer import pull_checkpoint
+from corteza.client.transfer import MANIFEST_LIMIT, pull_checkpoint, push_checkpoint
 from corteza.server import Settings
 from tests.conftest import TINY, start_server, stop_server
 from tests.helpers import samples
@@ -138,3 +140,56 @@ def test_pulling_again_returns_the_same_folder_and_a_different_one_is_refused(
         f"{first} already exists and holds something else: move it away or pull into another folder"
     )
     assert sorted(p.name for p in (tmp_path / "pulled").iterdir()) == [first.name]
+
+
+def test_a_file_longer_than_its_manifest_says_is_cut_off(
+    hostile: tuple[Hostile, str], tmp_path: Path
+) -> None:
+    box, url = hostile
+    short = {"model.safetensors": {**GOOD_FILES["model.safetensors"], "bytes": 3}}
+    _serve(box, "ckpt-1", short)
+    with httpx.Client(base_url=url) as http, pytest.raises(ProtocolError) as info:
+        pull_checkpoint(http, tmp_path)
+    assert str(info.value) == (
+        "model.safetensors arrived corrupted (more than 3 bytes); pull again"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_manifest_over_16_mb_is_cut_off(hostile: tuple[Hostile, str], tmp_path: Path) -> None:
+    box, url = hostile
+    _serve(box, "ckpt-1", GOOD_FILES)
+    box.manifest = box.manifest + b" " * (MANIFEST_LIMIT + 1 - len(box.manifest))
+    box.listing["manifest_sha256"] = hashlib.sha256(box.manifest).hexdigest()
+    with httpx.Client(base_url=url) as http, pytest.raises(ProtocolError) as info:
+        pull_checkpoint(http, tmp_path)
+    assert str(info.value) == (
+        "MANIFEST.json arrived corrupted (more than 16777216 bytes); pull again"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "message"),
+    [
+        (
+            "../secret",
+            ProtocolError,
+            "the server named a checkpoint file '../secret', which is not one plain file "
+            "name; refusing to write it",
+        ),
+        ("notes.txt", InvalidDataError, "lists 'notes.txt', which is not a checkpoint file"),
+    ],
+)
+def test_a_push_reads_only_the_checkpoint_files(
+    hostile: tuple[Hostile, str], tmp_path: Path, name: str, error: type[Exception], message: str
+) -> None:
+    _, url = hostile
+    (tmp_path / "secret").write_bytes(b"private")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "notes.txt").write_bytes(b"private")
+    (folder / "MANIFEST.json").write_text(json.dumps({"format": 1, "files": {name: {}}}))
+    with httpx.Client(base_url=url) as http, pytest.raises(error) as info:
+        push_checkpoint(http, folder)
+    assert str(info.value).endswith(message)

@@ -37,6 +37,16 @@ PUSH_PATH = "/v1/checkpoint/uploads"
 MANIFEST = "MANIFEST.json"
 CHUNK = 64 * 1024 * 1024
 STAGING_PREFIX = ".pull-"
+MANIFEST_LIMIT = 16 * 1024 * 1024  # bytes a manifest may have
+# The files a checkpoint holds; the same tuple as the server's checkpoint store
+# (server/checkpoints/store.py and validate.py), kept here so the client needs no server.
+CHECKPOINT_FILES = (
+    "model.safetensors",
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "state.json",
+    MANIFEST,
+)
 
 
 def _check(response: httpx.Response) -> Any:
@@ -60,8 +70,9 @@ def safe_name(name: object, what: str) -> str:
     return name
 
 
-def _fetch(http: httpx.Client, url: str, path: Path) -> tuple[str, int]:
-    """Stream ``url`` into ``path`` (fsynced); its sha256 and size."""
+def _fetch(http: httpx.Client, url: str, path: Path, limit: int) -> tuple[str, int]:
+    """Stream ``url`` into ``path`` (fsynced); its sha256 and size. ProtocolError, the
+    partial file deleted, as soon as more than ``limit`` bytes arrive."""
     digest = hashlib.sha256()
     size = 0
     with http.stream("GET", url) as response:
@@ -70,9 +81,15 @@ def _fetch(http: httpx.Client, url: str, path: Path) -> tuple[str, int]:
             _check(response)
         with path.open("wb") as out:
             for block in response.iter_bytes(1 << 20):
+                size += len(block)
+                if size > limit:
+                    out.close()
+                    path.unlink(missing_ok=True)
+                    raise ProtocolError(
+                        f"{path.name} arrived corrupted (more than {limit} bytes); pull again"
+                    )
                 out.write(block)
                 digest.update(block)
-                size += len(block)
             out.flush()
             os.fsync(out.fileno())
     return digest.hexdigest(), size
@@ -94,7 +111,7 @@ def pull_checkpoint(http: httpx.Client, dest: Path) -> Path:
     try:
         partial = staging / name
         partial.mkdir()
-        digest, _ = _fetch(http, f"{base}/{MANIFEST}", partial / MANIFEST)
+        digest, _ = _fetch(http, f"{base}/{MANIFEST}", partial / MANIFEST, MANIFEST_LIMIT)
         if named and digest != listing["manifest_sha256"]:
             raise ProtocolError(f"{MANIFEST} of {name} arrived corrupted (sha256 differs)")
         try:
@@ -104,7 +121,10 @@ def pull_checkpoint(http: httpx.Client, dest: Path) -> Path:
         if manifest != files:
             raise ProtocolError(f"{MANIFEST} of {name} does not list what the server listed")
         for file, meta in files.items():
-            digest, size = _fetch(http, f"{base}/{file}", partial / file)
+            expected = meta.get("bytes")
+            if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+                raise ProtocolError(f"{MANIFEST} of {name} gives {file} no size")
+            digest, size = _fetch(http, f"{base}/{file}", partial / file, expected)
             if (digest, size) != (meta.get("sha256"), meta.get("bytes")):
                 raise ProtocolError(f"{file} arrived corrupted (sha256 differs); pull again")
         fsync_dir(partial)
@@ -133,6 +153,12 @@ def push_checkpoint(http: httpx.Client, path: Path) -> dict[str, Any]:
             f"{path} is not a checkpoint folder (no {MANIFEST})", error_type="invalid_checkpoint"
         )
     names = [*json.loads(manifest_path.read_text()).get("files", {}), MANIFEST]
+    for name in names:
+        if safe_name(name, "a checkpoint file") not in CHECKPOINT_FILES:
+            raise InvalidDataError(
+                f"{manifest_path} lists {name!r:.80}, which is not a checkpoint file",
+                error_type="invalid_checkpoint",
+            )
     upload = _check(http.post(PUSH_PATH))["upload_id"]
     for name in names:
         file = path / name
