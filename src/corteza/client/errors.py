@@ -33,8 +33,6 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import httpx
 
 
@@ -138,24 +136,6 @@ class InvalidDataError(CortezaError, ValueError):
         self.message = message
         self.error_type = error_type
         self.sample = sample
-
-
-def invalid_data(detail: str, *, sample: int | None = None) -> InvalidDataError:
-    """A file or sample that is not data (``Malformed data: ...``)."""
-    return InvalidDataError(f"Malformed data: {detail}", error_type="invalid_data", sample=sample)
-
-
-def empty_data(path: Path) -> InvalidDataError:
-    return InvalidDataError(f"Empty data: {path} has no samples", error_type="empty_data")
-
-
-def invalid_label(i: int, value: str) -> InvalidDataError:
-    """The server's words (corteza.wire.validation)."""
-    return InvalidDataError(
-        f"Invalid anomaly_label: sample {i} has {value}, expected 0 or 1",
-        error_type="invalid_label",
-        sample=i,
-    )
 
 
 _BY_TYPE: dict[str, type[ServerError]] = {

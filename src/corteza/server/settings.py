@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
         description="save checkpoints here and resume from the newest on start "
         "(e.g. a mounted Google Drive on Colab)",
     )
+    data_dir: Path | None = Field(
+        default=None,
+        description="keep uploaded datasets here (default: CHECKPOINT_DIR/datasets, else "
+        "~/.cache/corteza/datasets)",
+    )
+    max_data_gb: float = Field(default=20.0, gt=0, description="quota (GB) of uploaded datasets")
     checkpoint_every: int = Field(default=1000, ge=1, description="batches between checkpoints")
     checkpoint_seconds: float = Field(
         default=120.0,
@@ -154,6 +161,16 @@ class Settings(BaseSettings):
                     f"webhook URL must be http:// or https:// with a host, got {url!r}"
                 )
         return urls
+
+    @property
+    def data_root(self) -> Path:
+        """Where datasets live: ``data_dir``, beside the checkpoints, or the user's cache."""
+        if self.data_dir is not None:
+            return self.data_dir
+        if self.checkpoint_dir is not None:
+            return self.checkpoint_dir / "datasets"
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(cache) / "corteza" / "datasets"
 
     @model_validator(mode="after")
     def _not_left_open(self) -> Settings:

@@ -10,6 +10,7 @@ import torch
 
 from corteza.server.checkpoints.checkpointer import Checkpointer
 from corteza.server.checkpoints.uploads import CheckpointUploads, upload_budget
+from corteza.server.datasets.store import DatasetStore
 from corteza.server.engine.device import device_label, device_name, gpu_memory_mb
 from corteza.server.engine.feedback import DendriteFeedback
 from corteza.server.engine.runs import RunBook
@@ -38,6 +39,7 @@ class ServerState:
     metrics: ServerMetrics
     webhooks: WebhookSender
     uploads: CheckpointUploads
+    datasets: DatasetStore
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -82,6 +84,7 @@ class ServerState:
             metrics,
             webhooks,
             CheckpointUploads(checkpointer.root, upload_budget(trainer.model)),
+            DatasetStore(settings.data_root, max_bytes=int(settings.max_data_gb * 1e9)),
         )
 
     def statistics(self) -> dict[str, Any]:

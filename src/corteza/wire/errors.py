@@ -9,6 +9,7 @@ constants of :class:`ErrorType`; the client maps it to an exception class.
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -48,6 +49,10 @@ class ErrorType(str, Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     BATCH_TOO_LARGE = "batch_too_large"
     SEQUENCE_TOO_LONG = "sequence_too_long"
+    HASH_MISMATCH = "hash_mismatch"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
+    UPLOAD_CONFLICT = "upload_conflict"
 
 
 class ErrorBody(BaseModel):
@@ -78,3 +83,37 @@ class BatchError(ValueError):
         self.message = message
         self.error_type = error_type
         self.sample = sample
+
+
+class DataFileError(ValueError):
+    """A data file that is not a dataset: unreadable, malformed, ragged, empty, bad values.
+
+    Raised by :mod:`corteza.wire.data_files` on both sides: the client raises it
+    again as its ``InvalidDataError``, the server answers it with a 422.
+    ``error_type`` is ``invalid_data``, ``empty_data``, ``ragged_data``,
+    ``unknown_format``, ``file_not_found``, ``non_finite_input`` or ``invalid_label``.
+    """
+
+    def __init__(self, message: str, *, error_type: str, sample: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+        self.sample = sample
+
+
+def invalid_data(detail: str, *, sample: int | None = None) -> DataFileError:
+    """A file or sample that is not data (``Malformed data: ...``)."""
+    return DataFileError(f"Malformed data: {detail}", error_type="invalid_data", sample=sample)
+
+
+def empty_data(path: Path) -> DataFileError:
+    return DataFileError(f"Empty data: {path} has no samples", error_type="empty_data")
+
+
+def invalid_label(i: int, value: str) -> DataFileError:
+    """The words of :func:`corteza.wire.validation.validate_batch`."""
+    return DataFileError(
+        f"Invalid anomaly_label: sample {i} has {value}, expected 0 or 1",
+        error_type="invalid_label",
+        sample=i,
+    )

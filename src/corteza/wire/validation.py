@@ -89,8 +89,14 @@ def batch_from_rows(
     )
 
 
-def validate_inputs(inputs: NDArray[np.floating], *, input_dim: int) -> NDArray[np.float32]:
-    """Check an input array (shape, width, finiteness) and return it as float32."""
+def validate_inputs(
+    inputs: NDArray[np.floating], *, input_dim: int, first: int = 0
+) -> NDArray[np.float32]:
+    """Check an input array (shape, width, finiteness) and return it as float32.
+
+    ``first`` numbers the samples in the words: the index of ``inputs[0]`` in
+    its file, when a file is checked a chunk at a time.
+    """
     if inputs.size == 0 and inputs.shape[:1] in ((0,), ()):
         raise BatchError("Empty batch: send at least one sample", ErrorType.EMPTY_BATCH)
     if inputs.ndim not in (2, 3):
@@ -102,16 +108,16 @@ def validate_inputs(inputs: NDArray[np.floating], *, input_dim: int) -> NDArray[
     if inputs.shape[0] == 0:
         raise BatchError("Empty batch: send at least one sample", ErrorType.EMPTY_BATCH)
     if inputs.shape[-1] != input_dim:
-        raise dimension_mismatch(input_dim, int(inputs.shape[-1]), 0)
+        raise dimension_mismatch(input_dim, int(inputs.shape[-1]), first)
     if inputs.ndim == 3 and inputs.shape[1] == 0:
         raise BatchError(
-            "Empty sequence: samples must have at least one time step", ErrorType.EMPTY_BATCH, 0
+            "Empty sequence: samples must have at least one time step", ErrorType.EMPTY_BATCH, first
         )
     with np.errstate(over="ignore"):  # values beyond float32 become inf, caught below
         as_f32 = np.ascontiguousarray(inputs, dtype=np.float32)
     finite = np.isfinite(as_f32.reshape(as_f32.shape[0], -1)).all(axis=1)
     if not finite.all():
-        i = int(np.argmin(finite))
+        i = first + int(np.argmin(finite))
         raise BatchError(
             f"Non-finite input: sample {i} contains NaN or Inf", ErrorType.NON_FINITE_INPUT, i
         )
@@ -124,13 +130,27 @@ def validate_batch(
     *,
     input_dim: int,
     epochs: int = 1,
+    first: int = 0,
 ) -> Batch:
     """Check an array batch and return it as float32.
 
-    Raises :class:`BatchError` naming the first offending sample.
+    Raises :class:`BatchError` naming the first offending sample (counted from
+    ``first``, as in :func:`validate_inputs`).
     """
-    as_f32 = validate_inputs(inputs, input_dim=input_dim)
-    batch_size = as_f32.shape[0]
+    as_f32 = validate_inputs(inputs, input_dim=input_dim, first=first)
+    validate_labels(labels, as_f32.shape[0], first=first)
+    if not 1 <= epochs <= MAX_EPOCHS_PER_BATCH:
+        raise BatchError(
+            f"epochs must be between 1 and {MAX_EPOCHS_PER_BATCH}, got {epochs}",
+            ErrorType.INVALID_REQUEST,
+        )
+    return Batch(as_f32, labels.astype(np.float32), epochs)
+
+
+def validate_labels(
+    labels: NDArray[np.floating] | NDArray[np.integer], batch_size: int, *, first: int = 0
+) -> None:
+    """Check ``batch_size`` labels, each 0 or 1 (samples counted from ``first``)."""
     if labels.shape != (batch_size,):
         raise BatchError(
             f"Expected {batch_size} anomaly labels, got {labels.size}",
@@ -140,16 +160,10 @@ def validate_batch(
     if not valid.all():
         i = int(np.argmin(valid))
         raise BatchError(
-            f"Invalid anomaly_label: sample {i} has {_number(labels[i])}, expected 0 or 1",
+            f"Invalid anomaly_label: sample {first + i} has {_number(labels[i])}, expected 0 or 1",
             ErrorType.INVALID_LABEL,
-            i,
+            first + i,
         )
-    if not 1 <= epochs <= MAX_EPOCHS_PER_BATCH:
-        raise BatchError(
-            f"epochs must be between 1 and {MAX_EPOCHS_PER_BATCH}, got {epochs}",
-            ErrorType.INVALID_REQUEST,
-        )
-    return Batch(as_f32, labels.astype(np.float32), epochs)
 
 
 def _number(value: float | int | np.generic) -> str:

@@ -1,7 +1,8 @@
 """Datasets on the user's PC: open, check, split, batch and save them (numpy only).
 
 Formats, chosen by the file's extension (read and written by
-:mod:`corteza.client.data.formats`):
+:mod:`corteza.wire.data_formats`, checked by :mod:`corteza.wire.data_files`,
+which the server uses for uploaded datasets too):
 
 ``.json``
     The seed's ``dataset.json``: a list of ``{"input_data": [...], "anomaly_label": 0}``
@@ -33,9 +34,9 @@ mapped file is not copied) and the first bad one is named, in the server's words
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -43,10 +44,25 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from corteza.client.data.formats import CHUNK_BYTES, READERS, TARGETS, WRITERS, Arrays
-from corteza.client.errors import InvalidDataError, empty_data, invalid_data, invalid_label
+from corteza.client.errors import InvalidDataError
+from corteza.wire.data_files import FORMATS, check_shapes, check_values, read_arrays, unknown_format
+from corteza.wire.data_files import check_data_path as _check_data_path
+from corteza.wire.data_formats import TARGETS, WRITERS, Arrays
+from corteza.wire.errors import DataFileError, invalid_data
+from corteza.wire.holdout import batch_order, split_indices
 
-FORMATS = (".json", ".npz", ".npy", ".csv")
+__all__ = [
+    "FORMATS",
+    "Dataset",
+    "RowView",
+    "batch_order",
+    "check_data_path",
+    "iter_batches",
+    "open_dataset",
+    "open_inputs",
+    "save_dataset",
+    "split",
+]
 
 _PathLike = str | os.PathLike[str]
 
@@ -99,17 +115,8 @@ class Dataset:
     coherence_target: NDArray[np.float32] | None = None  # (N, 64)
 
     def __post_init__(self) -> None:
-        if self.X.ndim not in (2, 3):
-            raise invalid_data(f"X has shape {list(self.X.shape)}, expected (N, D) or (N, T, D)")
-        n = len(self)
-        if self.y.shape != (n,):
-            raise invalid_data(f"{n} samples in X but y has shape {list(self.y.shape)}")
-        for name, width in TARGETS.items():
-            target = getattr(self, name)
-            if target is not None and target.shape != (n, width):
-                raise invalid_data(
-                    f"{name} has shape {list(target.shape)}, expected [{n}, {width}]"
-                )
+        with _as_invalid_data():
+            check_shapes(self.arrays())
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -154,14 +161,6 @@ class Dataset:
 # ------------------------------------------------------------------ batches and splits
 
 
-def batch_order(n: int, *, seed: int, epoch: int) -> NDArray[np.int64]:
-    """The sample order of one epoch: a pure function of (seed, epoch).
-
-    A client that resumes a run regenerates any batch from its own data.
-    """
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
 def iter_batches(
     X: NDArray[np.float32], y: NDArray[np.float32], *, batch_size: int, seed: int, epoch: int
 ) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
@@ -193,22 +192,8 @@ def split(dataset: Dataset, holdout: float = 0.2, seed: int = 0) -> tuple[Datase
     Both parts keep the samples' original order. The same (data, holdout, seed)
     always gives the same split.
     """
-    if not 0.0 < holdout < 1.0:
-        raise ValueError(f"holdout must be between 0 and 1, got {holdout}")
-    n = len(dataset)
-    k = round(holdout * n)
-    if not 0 < k < n:
-        raise ValueError(f"holdout={holdout} of {n} samples leaves one part empty")
-    rng = np.random.default_rng(seed)
-    anomalies = np.flatnonzero(dataset.y == 1)
-    normal = np.flatnonzero(dataset.y != 1)
-    k_normal = min(k - round(k * anomalies.size / n), normal.size)
-    held = np.concatenate(
-        [rng.permutation(anomalies)[: k - k_normal], rng.permutation(normal)[:k_normal]]
-    )
-    keep = np.ones(n, dtype=bool)
-    keep[held] = False
-    return dataset.pick(np.flatnonzero(keep)), dataset.pick(np.sort(held))
+    train, held = split_indices(dataset.y, holdout, seed)
+    return dataset.pick(train), dataset.pick(held)
 
 
 # ------------------------------------------------------------------ opening
@@ -221,8 +206,10 @@ def open_dataset(path: _PathLike) -> Dataset:
     ``unknown_format``, ``invalid_data``, ``empty_data``, ``ragged_data``,
     ``non_finite_input`` or ``invalid_label``) naming the first bad sample.
     """
-    data = Dataset(**_read(Path(path), None))
-    _check_values(data)
+    with _as_invalid_data():
+        arrays = read_arrays(Path(path), None)
+        data = Dataset(**arrays)
+        check_values(arrays)
     return data
 
 
@@ -235,73 +222,26 @@ def open_inputs(
     ``anomaly_label``, an ``.npz`` without ``y``, or a ``.csv`` / ``.npy`` table
     exactly ``input_dim`` wide (a table one column wider has the label last).
     """
-    arrays = _read(Path(path), input_dim)
-    labels = arrays.pop("y", None)
-    n = int(arrays["X"].shape[0])
-    placeholder = np.zeros(n, dtype=np.float32) if labels is None else labels
-    _check_values(Dataset(**arrays, y=placeholder), labelled=labels is not None)
-    return arrays["X"], labels
+    with _as_invalid_data():
+        arrays = read_arrays(Path(path), input_dim)
+        check_shapes(arrays)
+        check_values(arrays)
+    return arrays["X"], arrays.get("y")
 
 
 def check_data_path(path: _PathLike) -> None:
     """Refuse a folder, a missing file or an unknown extension, before anything is read."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidDataError(
-            f"{path} is a folder: name a data file (.json, .npz, .npy or .csv)",
-            error_type="file_not_found",
-        )
-    if path.suffix.lower() not in READERS:
-        raise _unknown_format(path)
-    if not path.exists():
-        raise InvalidDataError(f"No such file: {path}", error_type="file_not_found")
-    if not path.is_file():
-        raise InvalidDataError(f"Not a file: {path}", error_type="file_not_found")
-    if path.stat().st_size == 0:
-        raise empty_data(path)
+    with _as_invalid_data():
+        _check_data_path(Path(path))
 
 
-def _read(path: Path, width: int | None) -> Arrays:
-    """The arrays of ``path``, its structure checked (labels optional when ``width`` is given)."""
-    check_data_path(path)
+@contextmanager
+def _as_invalid_data() -> Iterator[None]:
+    """The checks of :mod:`corteza.wire.data_files`, raised as the client's own error."""
     try:
-        arrays = READERS[path.suffix.lower()](path, width)
-    except OSError as exc:
-        raise InvalidDataError(f"Cannot read {path}: {exc}", error_type="invalid_data") from exc
-    x = arrays["X"]
-    if x.ndim not in (2, 3):
-        raise invalid_data(f"X has shape {list(x.shape)}, expected (N, D) or (N, T, D)")
-    if len(x) == 0:
-        raise empty_data(path)
-    if 0 in x.shape[1:]:
-        raise invalid_data(f"{path} has samples with no values (X has shape {list(x.shape)})")
-    return arrays
-
-
-def _check_values(data: Dataset, *, labelled: bool = True) -> None:
-    """Every sample finite, every label 0 or 1; mapped files are read in chunks."""
-    named = [("input", data.X), *((name, getattr(data, name)) for name in TARGETS)]
-    for name, array in named:
-        if array is None:
-            continue
-        rows = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
-        for start in range(0, len(array), rows):
-            block = np.asarray(array[start : start + rows]).reshape(-1, math.prod(array.shape[1:]))
-            finite = np.isfinite(block).all(axis=1)
-            if not finite.all():
-                i = start + int(np.argmin(finite))
-                message = (
-                    f"Non-finite input: sample {i} contains NaN or Inf"
-                    if name == "input"
-                    else f"Non-finite target: sample {i} {name} contains NaN or Inf"
-                )
-                raise InvalidDataError(message, error_type="non_finite_input", sample=i)
-    if not labelled:
-        return
-    valid = (data.y == 0) | (data.y == 1)
-    if not valid.all():
-        i = int(np.argmin(valid))
-        raise invalid_label(i, _number(float(data.y[i])))
+        yield
+    except DataFileError as exc:
+        raise InvalidDataError(exc.message, error_type=exc.error_type, sample=exc.sample) from exc
 
 
 # ------------------------------------------------------------------ saving
@@ -316,11 +256,12 @@ def save_dataset(dataset: Dataset, path: _PathLike) -> Path:
     path = Path(path)
     writer = WRITERS.get(path.suffix.lower())
     if writer is None:
-        raise _unknown_format(path)
+        with _as_invalid_data():
+            raise unknown_format(path)
     flat_only = path.suffix.lower() in (".csv", ".npy")
     has_targets = dataset.dendrite_target is not None or dataset.coherence_target is not None
     if flat_only and (dataset.X.ndim != 2 or has_targets):
-        raise invalid_data(
+        raise _invalid_data(
             f"a {path.suffix} file holds flat samples without targets: "
             "save sequences or targets as .npz or .json"
         )
@@ -338,12 +279,6 @@ def save_dataset(dataset: Dataset, path: _PathLike) -> Path:
 # ------------------------------------------------------------------ words
 
 
-def _unknown_format(path: Path) -> InvalidDataError:
-    return InvalidDataError(
-        f"Unknown data format {path.suffix!r}: use .json, .npz, .npy or .csv",
-        error_type="unknown_format",
-    )
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
+def _invalid_data(detail: str) -> InvalidDataError:
+    error = invalid_data(detail)
+    return InvalidDataError(error.message, error_type=error.error_type)

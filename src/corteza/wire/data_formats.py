@@ -1,8 +1,9 @@
 """Dataset files: one reader and one writer for each format, chosen by extension.
 
-The formats themselves are described in :mod:`corteza.client.data.datasets`, which
-dispatches to :data:`READERS` and :data:`WRITERS` and checks the values. A
-reader returns the arrays of a :class:`~corteza.client.data.datasets.Dataset`
+The formats themselves are described in :mod:`corteza.client.data.datasets`;
+:mod:`corteza.wire.data_files` dispatches to :data:`READERS` and checks the
+values, for the client opening a file and for the server storing an upload. A
+reader returns the arrays of a dataset
 (``X``, ``y`` and any :data:`TARGETS` found) and checks only what it must to
 build them: the file's structure, shapes, and that it holds numbers. Nothing
 is ever unpickled, and uncompressed ``.npz`` members and ``.npy`` files are
@@ -14,9 +15,9 @@ file without any gives no ``y``, and a ``.csv`` or ``.npy`` table exactly
 ``width`` wide is all inputs.
 
 A writer takes the same arrays a reader returns, so this module knows nothing
-of :class:`~corteza.client.data.datasets.Dataset` (that module imports this
-one, never the reverse); the words of the errors both raise live in
-:mod:`corteza.client.errors`.
+of :class:`~corteza.client.data.datasets.Dataset`; the words of the errors
+live in :mod:`corteza.wire.errors` (:class:`~corteza.wire.errors.DataFileError`,
+which the client raises as its ``InvalidDataError``). Nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from corteza.client.errors import InvalidDataError, empty_data, invalid_data, invalid_label
+from corteza.wire.errors import DataFileError, empty_data, invalid_data, invalid_label
 
 TARGETS = {"dendrite_target": 16, "coherence_target": 64}  # optional per-sample targets
 CHUNK_BYTES = 64 << 20  # rows of a mapped file are checked or written this many bytes at a time
@@ -109,7 +110,7 @@ def _inputs(rows: list[Any]) -> NDArray[np.float32]:
         if isinstance(row[0], list):
             shape = (len(row), len(row[0]))
             if any(not isinstance(step, list) or len(step) != shape[1] for step in row):
-                raise InvalidDataError(
+                raise DataFileError(
                     f"Ragged data: the time steps of sample {i} differ in length",
                     error_type="ragged_data",
                     sample=i,
@@ -117,7 +118,7 @@ def _inputs(rows: list[Any]) -> NDArray[np.float32]:
         if first is None:
             first = shape
         elif shape != first:
-            raise InvalidDataError(
+            raise DataFileError(
                 f"Ragged data: sample {i} has {_shape_words(shape)}, "
                 f"sample 0 has {_shape_words(first)}",
                 error_type="ragged_data",
@@ -253,7 +254,7 @@ def _sniff_text(path: Path) -> None:
                 )
 
 
-def _csv_problem(path: Path, exc: ValueError) -> InvalidDataError:
+def _csv_problem(path: Path, exc: ValueError) -> DataFileError:
     """Re-read a CSV that numpy refused, to name the line and sample at fault."""
     with path.open(encoding="utf-8-sig") as fh:
         numbered = ((n, line) for n, line in enumerate(fh, start=1) if line.strip())
@@ -266,7 +267,7 @@ def _csv_problem(path: Path, exc: ValueError) -> InvalidDataError:
             if width is None:
                 width = len(fields)
             elif len(fields) != width:
-                return InvalidDataError(
+                return DataFileError(
                     f"Ragged data: sample {sample} (line {line_no}) has {len(fields)} columns, "
                     f"sample 0 has {width}",
                     error_type="ragged_data",

@@ -1,0 +1,373 @@
+"""Datasets kept on the server, named by the sha256 of the file they came from.
+
+A stored dataset is a folder ``<root>/<sha256>/`` of plain ``.npy`` arrays
+(``inputs``, ``labels`` and any optional targets) and a small ``meta.json``;
+the arrays are opened memory-mapped and read-only, so a job reads the samples
+it trains and nothing more. A folder is written under a temporary name and
+renamed into place, so a crash leaves either the whole dataset or none of it
+(a temporary folder left behind is removed when the store opens).
+
+The store knows nothing of HTTP: it raises :class:`DatasetError` (a status,
+a human message, an ``error_type``) and :class:`UnknownDatasetError`, and
+the routes answer them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from corteza.server.checkpoints.files import digest, fsync_dir
+from corteza.wire import ErrorType
+from corteza.wire.data_files import check_shapes, check_values, read_data_file
+from corteza.wire.data_formats import TARGETS, Arrays
+from corteza.wire.errors import DataFileError
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+SHA256 = re.compile(r"[0-9a-f]{64}")
+_TEMP_PREFIX = ".tmp-"
+_NAME_MAX = 255
+
+
+class DatasetError(Exception):
+    """A dataset refused: the route answers ``status`` with this message and ``error_type``."""
+
+    def __init__(
+        self, status: int, message: str, error_type: ErrorType | str, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.extra = extra
+
+
+class UnknownDatasetError(KeyError):
+    """No stored dataset has this sha256."""
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(sha256)
+        self.sha256 = sha256
+        self.message = f"No dataset {sha256[:80]} on this server"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    """One dataset on the server's disk, its arrays memory-mapped read-only."""
+
+    sha256: str  # of the uploaded file's bytes
+    name: str  # the file name it was uploaded under (a label, never a path)
+    samples: int
+    input_dim: int
+    bytes: int  # what its arrays take on the server's disk
+    added: float  # unix time
+    inputs: NDArray[np.float32] = field(repr=False)  # (N, D) or (N, T, D)
+    labels: NDArray[np.float32] = field(repr=False)  # (N,) of 0.0 / 1.0
+    # "dendrite_target" (N, 16), "coherence_target" (N, 64); a NaN row means "no target".
+    targets: dict[str, NDArray[np.float32]] = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> list[int]:
+        return [int(n) for n in self.inputs.shape]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/datasets`` lists for it."""
+        return {
+            "sha256": self.sha256,
+            "name": self.name,
+            "samples": self.samples,
+            "shape": self.shape,
+            "bytes": self.bytes,
+            "added": self.added,
+        }
+
+
+def check_sha256(sha256: str) -> str:
+    """A dataset id from the other side: 64 lowercase hex digits, or a 400 naming it."""
+    if not SHA256.fullmatch(sha256):
+        raise DatasetError(
+            400,
+            f"A dataset is named by the sha256 of its file: 64 hex digits, got {sha256[:80]!r}",
+            ErrorType.INVALID_REQUEST,
+        )
+    return sha256
+
+
+def check_name(name: str) -> str:
+    """A file name from the other side: a label of at most 255 printable characters."""
+    if not name or len(name) > _NAME_MAX or not name.isprintable():
+        raise DatasetError(
+            400,
+            f"A dataset name must be 1 to {_NAME_MAX} printable characters, got {name[:80]!r}",
+            ErrorType.INVALID_REQUEST,
+        )
+    return name
+
+
+class DatasetStore:
+    """The datasets under ``root``, at most ``max_bytes`` of them in all (None: no quota).
+
+    >>> store = DatasetStore(tmp_path, max_bytes=None)  # doctest: +SKIP
+    >>> x, y = np.zeros((4, 8), np.float32), np.zeros(4)  # doctest: +SKIP
+    >>> store.open(store.add_arrays(x, y, name="x").sha256).samples  # doctest: +SKIP
+    4
+
+    The folder is made on the first write, so a server that never stores a
+    dataset leaves no trace on disk.
+    """
+
+    def __init__(self, root: Path, max_bytes: int | None) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()  # adds and deletes; reads need none (renames are atomic)
+        self._sweep()
+
+    # ------------------------------------------------------------ reading
+
+    def has(self, sha256: str) -> bool:
+        return SHA256.fullmatch(sha256) is not None and (self.root / sha256 / META_FILE).is_file()
+
+    def open(self, sha256: str) -> StoredDataset:
+        """The dataset, memory-mapped; :class:`UnknownDatasetError` when there is none."""
+        if not self.has(sha256):
+            raise UnknownDatasetError(sha256)
+        folder = self.root / sha256
+        try:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+            inputs = np.load(folder / "inputs.npy", mmap_mode="r", allow_pickle=False)
+            labels = np.load(folder / "labels.npy", mmap_mode="r", allow_pickle=False)
+            targets = {
+                name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in meta.get("targets", [])
+                if name in TARGETS
+            }
+        except FileNotFoundError as exc:  # deleted between the check and the read
+            raise UnknownDatasetError(sha256) from exc
+        return StoredDataset(
+            sha256=sha256,
+            name=str(meta["name"]),
+            samples=int(meta["samples"]),
+            input_dim=int(meta["input_dim"]),
+            bytes=int(meta["bytes"]),
+            added=float(meta["added"]),
+            inputs=inputs,
+            labels=labels,
+            targets=targets,
+        )
+
+    def list(self) -> list[StoredDataset]:
+        """Every stored dataset, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in self.root.iterdir():
+            try:
+                found.append(self.open(folder.name))
+            except (UnknownDatasetError, ValueError, KeyError, OSError):
+                continue  # a temporary folder, a stray file, or one being deleted
+        return sorted(found, key=lambda d: (d.added, d.sha256))
+
+    def used_bytes(self) -> int:
+        """What the stored datasets take on disk, as their records say."""
+        return sum(d.bytes for d in self.list())
+
+    def room_for(self, size: int, *, reserved: int = 0) -> None:
+        """Refuse ``size`` more bytes that the quota or the disk cannot hold (413 / 507).
+
+        ``reserved`` counts bytes promised to uploads in progress. The disk
+        must hold the file and its converted arrays at once, so twice ``size``.
+        """
+        self._check_quota(size, reserved=reserved)
+        free = shutil.disk_usage(_existing(self.root)).free
+        if 2 * size > free:
+            raise DatasetError(
+                507,
+                f"Not enough disk space: storing {_mb(size)} MB needs {_mb(2 * size)} MB free, "
+                f"the data folder has {_mb(free)} MB",
+                ErrorType.INSUFFICIENT_STORAGE,
+            )
+
+    def _check_quota(self, size: int, *, reserved: int = 0) -> None:
+        if self.max_bytes is None:
+            return
+        used = self.used_bytes() + reserved
+        if used + size > self.max_bytes:
+            left = max(0, self.max_bytes - used)
+            raise DatasetError(
+                413,
+                f"Dataset quota exceeded: {_mb(size)} MB do not fit in the {_mb(left)} MB left "
+                f"of {_mb(self.max_bytes)} MB (--max-data-gb; remove one with corteza datasets rm)",
+                ErrorType.QUOTA_EXCEEDED,
+            )
+
+    # ------------------------------------------------------------ writing
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the dataset; False when there was none."""
+        if not self.has(sha256):
+            return False
+        with self._lock:
+            folder = self.root / sha256
+            doomed = self.root / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                folder.rename(doomed)  # gone from listings at once, then removed
+            except FileNotFoundError:
+                return False
+            shutil.rmtree(doomed, ignore_errors=True)
+            fsync_dir(self.root)
+        return True
+
+    def add_file(
+        self, path: Path, name: str, expected_sha256: str, input_dim: int
+    ) -> StoredDataset:
+        """Verify, read, validate and store the data file at ``path`` (which the caller removes).
+
+        Raises :class:`DatasetError`: 422 ``hash_mismatch`` when the bytes are
+        not ``expected_sha256``; 422 with the batch validator's ``error_type``
+        naming the first bad row; 413 when the converted arrays exceed the quota.
+        """
+        check_sha256(expected_sha256)
+        check_name(name)
+        found = digest(path)["sha256"]
+        if found != expected_sha256:
+            raise DatasetError(
+                422,
+                f"Upload corrupted: the file's sha256 is {found}, expected {expected_sha256}; "
+                "nothing was stored",
+                ErrorType.HASH_MISMATCH,
+            )
+        if self.has(expected_sha256):
+            return self.open(expected_sha256)
+        try:
+            arrays = read_data_file(path, suffix=Path(name).suffix, input_dim=input_dim)
+        except DataFileError as exc:
+            # The words name the server's own file: the sender knows it by its name.
+            message = exc.message.replace(str(path), name)
+            raise DatasetError(
+                422, message, _error_type(exc.error_type), sample=exc.sample
+            ) from exc
+        return self._store(expected_sha256, name, input_dim, arrays)
+
+    def add_arrays(
+        self,
+        inputs: NDArray[Any],
+        labels: NDArray[Any],
+        *,
+        name: str = "arrays.npz",
+        targets: dict[str, NDArray[Any]] | None = None,
+        input_dim: int | None = None,
+    ) -> StoredDataset:
+        """Store arrays as an upload would be (tests, tools), checked by the same validator.
+
+        The sha256 is that of the arrays' float32 bytes (each name, then its
+        array, by name), so the same arrays give the same dataset.
+
+        >>> store.add_arrays(np.ones((8, 16), np.float32), np.zeros(8)).samples  # doctest: +SKIP
+        8
+        """
+        arrays: Arrays = {
+            key: np.ascontiguousarray(value, dtype=np.float32)
+            for key, value in {"X": inputs, "y": labels, **(targets or {})}.items()
+        }
+        width = int(arrays["X"].shape[-1]) if input_dim is None else input_dim
+        try:
+            check_shapes(arrays)
+            check_values(arrays, input_dim=width)
+        except DataFileError as exc:
+            raise DatasetError(
+                422, exc.message, _error_type(exc.error_type), sample=exc.sample
+            ) from exc
+        sha = hashlib.sha256()
+        for key in sorted(arrays):
+            sha.update(key.encode())
+            sha.update(arrays[key].tobytes())
+        sha256 = sha.hexdigest()
+        if self.has(sha256):
+            return self.open(sha256)
+        return self._store(sha256, check_name(name), width, arrays)
+
+    def _store(
+        self, sha256: str, name: str, input_dim: int, arrays: dict[str, NDArray[np.float32]]
+    ) -> StoredDataset:
+        self.root.mkdir(parents=True, exist_ok=True)
+        temp = self.root / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+        temp.mkdir()
+        try:
+            files = {"inputs": arrays["X"], "labels": arrays["y"]}
+            files.update({key: arrays[key] for key in TARGETS if key in arrays})
+            size = 0
+            for key, array in files.items():
+                target = temp / f"{key}.npy"
+                np.save(target, np.ascontiguousarray(array, dtype=np.float32))
+                size += digest(target, sync=True)["bytes"]
+            meta = {
+                "name": name,
+                "samples": int(arrays["X"].shape[0]),
+                "input_dim": input_dim,
+                "bytes": size,
+                "added": time.time(),
+                "targets": sorted(key for key in files if key in TARGETS),
+            }
+            with (temp / META_FILE).open("w", encoding="utf-8") as fh:
+                json.dump(meta, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            fsync_dir(temp)
+            with self._lock:
+                if self.has(sha256):  # stored meanwhile by another upload of the same bytes
+                    shutil.rmtree(temp, ignore_errors=True)
+                    return self.open(sha256)
+                self._check_quota(size)
+                temp.rename(self.root / sha256)
+                fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        logger.info(
+            "dataset %s stored: %s, %d samples, %d bytes", sha256[:12], name, meta["samples"], size
+        )
+        return self.open(sha256)
+
+    def _sweep(self) -> None:
+        """Remove the temporary folders a crash left behind."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.glob(f"{_TEMP_PREFIX}*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _error_type(code: str) -> ErrorType | str:
+    """The wire's code for a data file's failure (``ragged_data`` and the like stay strings)."""
+    try:
+        return ErrorType(code)
+    except ValueError:
+        return code
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (the disk it will live on)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f}"
