@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     stall_minutes: float = Field(
         default=10.0, gt=0, description="announce a stall after this long without a batch"
     )
+    distributed_heartbeat_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="under torch.distributed: rank 0 tells the other ranks it lives this often",
+    )
+    distributed_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="under torch.distributed: the longest wait of a collective; a rank that "
+        "hears nothing for this long gives up and torchrun restarts the group",
+    )
     log_level: str = Field(
         default="info", description="log verbosity: debug, info, warning or error"
     )
@@ -171,6 +182,15 @@ class Settings(BaseSettings):
             return self.checkpoint_dir / "datasets"
         cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(cache) / "corteza" / "datasets"
+
+    @model_validator(mode="after")
+    def _heartbeat_within_timeout(self) -> Settings:
+        if self.distributed_heartbeat_s >= self.distributed_timeout_s:
+            raise ValueError(
+                f"distributed_heartbeat_s ({self.distributed_heartbeat_s:g}) must be shorter "
+                f"than distributed_timeout_s ({self.distributed_timeout_s:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _not_left_open(self) -> Settings:
