@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -101,7 +102,11 @@ def existing(secured_server: LiveServer, secured_http: httpx.Client) -> dict[str
     saved = secured_http.post("/v1/checkpoint")
     assert saved.status_code == 200
     upload_id = secured_http.post("/v1/checkpoint/uploads").json()["upload_id"]
+    dataset = secured_server.state.datasets.add_arrays(
+        np.zeros((2, TINY.input_dim), np.float32), np.zeros(2)
+    )
     return {
+        "sha256": dataset.sha256,
         "run_id": "sweep",
         "name": "model.safetensors",
         "upload_id": upload_id,

@@ -15,6 +15,7 @@ from corteza.server.edge.errors import UnexpectedErrorMiddleware, install_error_
 from corteza.server.edge.routes import (
     checkpoints,
     dashboard,
+    datasets,
     events,
     export,
     model,
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         export.router,
         stream.router,
         checkpoints.router,
+        datasets.router,
         runs.router,
         dashboard.router,
         events.router,

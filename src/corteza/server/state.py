@@ -11,6 +11,7 @@ import torch
 from corteza.server.checkpoints.checkpointer import Checkpointer
 from corteza.server.checkpoints.uploads import CheckpointUploads, upload_budget
 from corteza.server.datasets.store import DatasetStore
+from corteza.server.datasets.uploads import DatasetUploads
 from corteza.server.engine.device import device_label, device_name, gpu_memory_mb
 from corteza.server.engine.feedback import DendriteFeedback
 from corteza.server.engine.runs import RunBook
@@ -40,6 +41,7 @@ class ServerState:
     webhooks: WebhookSender
     uploads: CheckpointUploads
     datasets: DatasetStore
+    dataset_uploads: DatasetUploads
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -72,6 +74,7 @@ class ServerState:
             events.add_listener(webhooks.on_event)
             webhooks.start()
         training_events.start()
+        datasets = DatasetStore(settings.data_root, max_bytes=int(settings.max_data_gb * 1e9))
         return cls(
             settings,
             trainer,
@@ -84,7 +87,8 @@ class ServerState:
             metrics,
             webhooks,
             CheckpointUploads(checkpointer.root, upload_budget(trainer.model)),
-            DatasetStore(settings.data_root, max_bytes=int(settings.max_data_gb * 1e9)),
+            datasets,
+            DatasetUploads(datasets),
         )
 
     def statistics(self) -> dict[str, Any]:

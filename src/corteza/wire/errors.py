@@ -53,6 +53,11 @@ class ErrorType(str, Enum):
     QUOTA_EXCEEDED = "quota_exceeded"
     INSUFFICIENT_STORAGE = "insufficient_storage"
     UPLOAD_CONFLICT = "upload_conflict"
+    # A data file refused (wire.data_files): the client's own words, now the server's too.
+    INVALID_DATA = "invalid_data"
+    EMPTY_DATA = "empty_data"
+    RAGGED_DATA = "ragged_data"
+    UNKNOWN_FORMAT = "unknown_format"
 
 
 class ErrorBody(BaseModel):

@@ -47,9 +47,7 @@ _NAME_MAX = 255
 class DatasetError(Exception):
     """A dataset refused: the route answers ``status`` with this message and ``error_type``."""
 
-    def __init__(
-        self, status: int, message: str, error_type: ErrorType | str, **extra: Any
-    ) -> None:
+    def __init__(self, status: int, message: str, error_type: ErrorType, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -354,12 +352,12 @@ class DatasetStore:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _error_type(code: str) -> ErrorType | str:
-    """The wire's code for a data file's failure (``ragged_data`` and the like stay strings)."""
+def _error_type(code: str) -> ErrorType:
+    """The wire's code for a data file's failure (all of them are :class:`ErrorType` values)."""
     try:
         return ErrorType(code)
     except ValueError:
-        return code
+        return ErrorType.INVALID_DATA
 
 
 def _existing(path: Path) -> Path:

@@ -28,14 +28,14 @@ if TYPE_CHECKING:
 
 MB = 1024 * 1024
 KB = 1024
-# Routes that carry batches or checkpoint chunks; every other route gets the small cap.
+# Routes that carry batches or upload chunks; every other route gets the small cap.
 BATCH_ROUTES = frozenset({"/train_layer2", "/v1/predict"})
-UPLOAD_PREFIX = "/v1/checkpoint/uploads/"
+UPLOAD_PREFIXES = ("/v1/checkpoint/uploads/", "/v1/datasets/uploads/")  # and tus PATCHes
 
 
 def body_cap(path: str, settings: Settings) -> tuple[int, str]:
     """The byte cap of ``path`` and the message that refuses a body over it."""
-    if path in BATCH_ROUTES or path.startswith(UPLOAD_PREFIX):
+    if path in BATCH_ROUTES or path.startswith(UPLOAD_PREFIXES):
         cap, limit = settings.max_body_mb * MB, f"{settings.max_body_mb:g} MB (--max-body-mb)"
     else:
         cap = settings.max_small_body_kb * KB
