@@ -119,6 +119,8 @@ def serve(
     checkpoint_every: int = setting("checkpoint_every"),
     checkpoint_seconds: float = setting("checkpoint_seconds"),
     checkpoint_keep: int = setting("checkpoint_keep", "--keep-checkpoints"),
+    data_dir: Path | None = setting("data_dir"),
+    max_data_gb: float = setting("max_data_gb"),
     log_level: str = setting("log_level"),
     webhooks: list[str] | None = setting(
         "webhooks",
@@ -202,6 +204,8 @@ def serve(
             checkpoint_every=checkpoint_every,
             checkpoint_seconds=checkpoint_seconds,
             checkpoint_keep=checkpoint_keep,
+            data_dir=data_dir,
+            max_data_gb=max_data_gb,
             token=token,
             public=tunnel is not TunnelChoice.none,
             allowed_hosts=allowed_hosts or [],
@@ -273,6 +277,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     ),
     "Training": ("device", "seed", "lr"),
     "Checkpoints": ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "checkpoint_keep"),
+    "Datasets": ("data_dir", "max_data_gb"),
     "Observability": (
         "log_level",
         "webhooks",
