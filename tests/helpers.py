@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,3 +70,11 @@ def assert_same_model(before: dict[str, Any], after: dict[str, Any]) -> None:
                 assert torch.equal(v, other), f"optimizer state {key}.{k} changed"
             else:
                 assert v == other
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.01)

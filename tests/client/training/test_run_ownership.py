@@ -14,7 +14,7 @@ from corteza.client.training.batches import Batches
 from corteza.client.training.fit import fit
 from corteza.wire import PROTOCOL_VERSION
 from tests.conftest import TINY, LiveServer
-from tests.helpers import samples
+from tests.helpers import samples, wait_until
 
 
 def _data(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,3 +105,31 @@ def test_the_rest_header_carries_the_fingerprint(live_server: LiveServer) -> Non
     assert other.json()["error_type"] == "run_conflict"
     assert bad.status_code == 422
     assert bad.json()["error"] == "a run fingerprint is 1-128 printable ASCII characters, got 'a b'"
+
+
+def test_a_request_without_fingerprint_cannot_answer_for_a_held_or_owned_run(
+    live_server: LiveServer,
+) -> None:
+    """The intruder's batch would otherwise be the answer the stream's own batch replays."""
+    url = live_server.url.replace("http", "ws") + "/v1/train/stream"
+    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": "owned", "fingerprint": "f"}
+    intruder = {"samples": samples(2, TINY.input_dim), "run_id": "owned", "seq": 0}
+    batches = Batches(*_data(1), 8, 0, 1)
+    with httpx.Client(base_url=live_server.url) as http:
+        with connect(url) as ws:
+            ws.send(json.dumps(hello))
+            assert json.loads(ws.recv())["next_seq"] == 0
+            busy = http.post("/train_layer2", json=intruder)
+            ws.send(batches.frame(0, run_id="owned", dtype="f32", check=None))
+            ack = json.loads(ws.recv())
+        run = live_server.state.runs.get("owned")
+        wait_until(lambda: run is not None and not run.holders, "the stream to release its run")
+        conflict = http.post("/train_layer2", json={**intruder, "seq": 1})
+    assert (busy.status_code, busy.json()["error_type"]) == (409, "run_busy")
+    assert busy.json()["error"] == (
+        "Run owned is in use by another connection: wait for it to end, or use another run_id"
+    )
+    assert (ack["type"], ack["seq"], ack.get("replayed", False)) == ("ack", 0, False)
+    assert ack["batch_size"] == 8  # its own batch trained, not the intruder's two samples
+    assert (conflict.status_code, conflict.json()["error_type"]) == (409, "run_conflict")
+    assert live_server.state.stats.total_samples == 8

@@ -18,8 +18,9 @@ from tests.conftest import LiveServer
 
 
 def _trained(book: RunBook, run_id: str, batches: int) -> None:
+    held = bool((run := book.get(run_id)) and run.holders)
     for seq in range(batches):
-        assert book.decide(run_id, seq) is None
+        assert book.decide(run_id, seq, held=held) is None
         book.record(run_id, seq, {"seq": seq})
 
 

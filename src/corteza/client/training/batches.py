@@ -30,6 +30,12 @@ class Batches:
         dendrite_target: NDArray[np.float32] | None = None,
         coherence_target: NDArray[np.float32] | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if epochs < 0:
+            raise ValueError(f"epochs must be at least 0, got {epochs}")
+        if len(X) != len(y):
+            raise ValueError(f"{len(X)} samples in X but {len(y)} labels")
         self.X, self.y = X, y
         # Optional per-sample targets, (N, 16) and (N, 64); a row of NaN: none for that sample.
         self.dendrite_target, self.coherence_target = dendrite_target, coherence_target

@@ -116,14 +116,9 @@ class StreamingTrainer:
         dendrite_target: NDArray[np.float32] | None = None,
         coherence_target: NDArray[np.float32] | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
-        if epochs < 0:
-            raise ValueError(f"epochs must be at least 0, got {epochs}")
-        if len(X) != len(y):
-            raise ValueError(f"{len(X)} samples in X but {len(y)} labels")
+        self._batches = Batches(X, y, batch_size, seed, epochs, dendrite_target, coherence_target)
         self.client = client
         self.window = window
         self.run_id = run_id
@@ -134,7 +129,6 @@ class StreamingTrainer:
         self.transport: Transport = transport
         self.locate = locate or follow_saved_server(client.url, client.token)
         self.max_in_flight = 0  # the most batches ever sent and not yet answered
-        self._batches = Batches(X, y, batch_size, seed, epochs, dendrite_target, coherence_target)
         self.fingerprint = self._batches.fingerprint()
         self._ledger = Ledger(self._batches, transport)
         self.summary: FitSummary = self._ledger.summary
@@ -248,15 +242,17 @@ class StreamingTrainer:
         try:
             welcome = say_hello(ws, self.run_id, self.window, self.fingerprint)
         except InvalidRequestError as exc:
-            if exc.error_type == "run_busy" and self._connected_once:
-                # Our own previous connection, not yet seen closed by the server: wait.
-                raise UnreachableError(str(exc)) from exc
-            raise
+            raise self._busy_with_ours(exc) from exc
         self.run_id = welcome.run_id
         self._answered = True
         self._input_dim = welcome.input_dim
         self._check_width(welcome.input_dim)
         return welcome
+
+    def _busy_with_ours(self, exc: InvalidRequestError) -> Exception:
+        """``run_busy`` once we connected is our own stream, not yet seen closed: wait."""
+        ours = exc.error_type == "run_busy" and self._connected_once
+        return UnreachableError(str(exc)) if ours else exc
 
     def _handle(self, message: dict[str, Any], in_flight: deque[int]) -> None:
         kind = message.get("type")
@@ -303,6 +299,8 @@ class StreamingTrainer:
             if not self._answered:
                 raise
             raise UnreachableError(str(exc)) from exc
+        except InvalidRequestError as exc:
+            raise self._busy_with_ours(exc) from exc
         self._answered = True
         return result
 

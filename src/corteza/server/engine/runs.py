@@ -8,11 +8,12 @@ Only the training worker's thread records; the lock keeps readers whole.
 
 A run belongs to its data and settings: a client may send a fingerprint of
 them (opaque here: printable ASCII, at most 128 characters). The first one a
-run receives is kept; another one on the same run id is
-:class:`RunConflictError` (409 ``run_conflict``), so a reused run id never
-resumes, and silently skips, someone else's batches. No fingerprint (the
-seed's client, plain REST) is accepted on any run. One live connection holds a
-run at a time; a second is :class:`RunBusyError` (409 ``run_busy``).
+run trains with (or a stream's hello brings) is kept; another one on the same
+run id, or none on a run that has one, is :class:`RunConflictError` (409
+``run_conflict``), so a reused run id never resumes, and silently skips,
+someone else's batches. A run without a fingerprint takes batches with or
+without one. One live connection holds a run at a time; a second, or a
+request on a held run, is :class:`RunBusyError` (409 ``run_busy``).
 
 The book is bounded: each run keeps its last ``STORED_ANSWERS`` answers (the
 book at most ``ANSWERS_KEPT``, taken first from the longest idle runs: an
@@ -56,10 +57,11 @@ class OutOfOrderError(Exception):
 class RunConflictError(Exception):
     """The run id is known with another fingerprint: other data or settings."""
 
-    def __init__(self, run_id: str, known: str, given: str) -> None:
+    def __init__(self, run_id: str, known: str, given: str | None) -> None:
+        sends = "none" if given is None else given
         super().__init__(
             f"Run {run_id} belongs to other data or settings: it was started with fingerprint "
-            f"{known}, this client sends {given}; use another run_id, or the same data and "
+            f"{known}, this client sends {sends}; use another run_id, or the same data and "
             "settings to resume it"
         )
         self.run_id = run_id
@@ -160,41 +162,45 @@ class RunBook:
         with self._lock:
             return len(self._runs)
 
-    def open(self, run_id: str | None, fingerprint: str | None = None) -> Run:
-        """A known run, or a new one (a fresh id when none is given).
-
-        Raises :class:`RunConflictError` when the run has another ``fingerprint``.
-        """
+    def open(self, run_id: str | None) -> Run:
+        """A known run, or a new one (a fresh id when none is given)."""
         run_id = new_run_id() if run_id is None else check_run_id(run_id)
         with self._lock:
-            run = self._runs.get(run_id)
-            if run is None:
-                run = self._runs[run_id] = Run(run_id)
-                self._prune(spare=run_id)
-            self._claim(run, fingerprint)
-            return run
+            return self._get_or_add(run_id)
 
-    @staticmethod
-    def _claim(run: Run, fingerprint: str | None) -> None:
-        if fingerprint is None:
-            return
-        if run.fingerprint is None:
-            run.fingerprint = check_fingerprint(fingerprint)
-        elif run.fingerprint != fingerprint:
-            raise RunConflictError(run.run_id, run.fingerprint, fingerprint)
+    def _get_or_add(self, run_id: str) -> Run:
+        """The run ``run_id`` (checked), added when unknown (lock held)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            run = self._runs[run_id] = Run(run_id)
+            self._prune(spare=run_id)
+        return run
 
     def hold(self, run_id: str | None, fingerprint: str | None = None) -> Run:
         """:meth:`open` for a live connection; :meth:`release` when it ends.
 
-        Raises :class:`RunBusyError` while another connection holds the run.
+        Raises :class:`RunBusyError` while another connection holds the run and
+        :class:`RunConflictError` for another ``fingerprint`` (or none on a run
+        that has one); a run without one takes it. Nothing changes when refused.
         """
-        run = self.open(run_id, fingerprint)
+        if fingerprint is not None:
+            check_fingerprint(fingerprint)
+        run_id = new_run_id() if run_id is None else check_run_id(run_id)
         with self._lock:
-            if run.holders:
-                raise RunBusyError(run.run_id)
+            run = self._get_or_add(run_id)
+            self._check(run, fingerprint)
+            run.fingerprint = run.fingerprint or fingerprint
             run.holders += 1
             run.touched = time.time()
         return run
+
+    @staticmethod
+    def _check(run: Run, fingerprint: str | None) -> None:
+        """Refuse a caller other than the run's connection or data (lock held)."""
+        if run.holders:
+            raise RunBusyError(run.run_id)
+        if run.fingerprint is not None and fingerprint != run.fingerprint:
+            raise RunConflictError(run.run_id, run.fingerprint, fingerprint)
 
     def release(self, run_id: str) -> None:
         """A live connection on ``run_id`` ended: the run may be forgotten from now on."""
@@ -222,15 +228,22 @@ class RunBook:
             return self._runs.get(run_id)
 
     def decide(
-        self, run_id: str, seq: int, fingerprint: str | None = None
+        self, run_id: str, seq: int, fingerprint: str | None = None, *, held: bool = False
     ) -> dict[str, Any] | None:
         """The stored answer to replay, or None to apply; raises when ``seq`` is ahead
-        (:class:`OutOfOrderError`) or the run is another's (:class:`RunConflictError`).
+        (:class:`OutOfOrderError`), the run is another's (:class:`RunConflictError`),
+        or a live connection holds it (:class:`RunBusyError`).
 
-        A seq older than the stored answers replays ``{"replayed": True}`` only.
+        ``held``: the caller is the connection holding the run (its hello was
+        checked). Nothing is recorded here: :meth:`record` keeps the fingerprint
+        with the first batch trained. A seq older than the stored answers
+        replays ``{"seq", "run_id"}`` only.
         """
-        run = self.open(run_id, fingerprint)
+        run_id = check_run_id(run_id)
         with self._lock:
+            run = self._get_or_add(run_id)
+            if not held:
+                self._check(run, fingerprint)
             run.touched = time.time()
             if seq == run.next_seq:
                 return None
@@ -238,14 +251,22 @@ class RunBook:
                 raise OutOfOrderError(run_id, seq, run.next_seq)
             return run.answers.get(seq, {"seq": seq, "run_id": run_id})
 
-    def record(self, run_id: str, seq: int, answer: dict[str, Any]) -> None:
-        """Mark ``seq`` applied (the caller trained it) and keep its answer."""
+    def record(
+        self, run_id: str, seq: int, answer: dict[str, Any], fingerprint: str | None = None
+    ) -> None:
+        """Mark ``seq`` applied (the caller trained it) and keep its answer.
+
+        A run without a fingerprint takes ``fingerprint`` (already checked by
+        :meth:`decide`) from its first batch trained.
+        """
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:  # forgotten by another thread's prune since decide(): still trained
                 run = self._runs[run_id] = Run(check_run_id(run_id), next_seq=seq)
             if seq != run.next_seq:  # only the worker records, right after decide()
                 raise OutOfOrderError(run_id, seq, run.next_seq)
+            if run.fingerprint is None and fingerprint is not None:
+                run.fingerprint = check_fingerprint(fingerprint)
             run.next_seq += 1
             run.touched = time.time()
             run.answers[seq] = answer

@@ -90,19 +90,23 @@ class TrainingWorker:
         run_id: str | None = None,
         seq: int | None = None,
         fingerprint: str | None = None,
+        *,
+        held: bool = False,
     ) -> asyncio.Future[dict[str, Any]]:
         """Queue a batch; the future gives its answer (a replay when already applied).
 
         With a ``run_id``, the exactly-once decision, the training and the
         record happen in one job on the worker's thread, so nothing can slip
-        between them. Raises :class:`OutOfOrderError` or :class:`RunConflictError`
-        (another ``fingerprint`` on the run) through the future.
+        between them. Raises :class:`OutOfOrderError`, :class:`RunConflictError`
+        (another ``fingerprint`` on the run, or none on a run that has one) or
+        :class:`RunBusyError` (a live connection holds the run, and ``held`` does
+        not say it is this caller) through the future.
         """
 
         def job() -> dict[str, Any]:
             self._started(batch)
             if run_id is not None and seq is not None:
-                stored = self.runs.decide(run_id, seq, fingerprint)
+                stored = self.runs.decide(run_id, seq, fingerprint, held=held)
                 if stored is not None:
                     return {**stored, "replayed": True}
             try:
@@ -110,10 +114,15 @@ class TrainingWorker:
             except TrainingDivergedError as exc:
                 if exc.partial is not None:  # epochs before the divergence are in the weights
                     self._record(
-                        batch, exc.partial, run_id, seq, diverged=len(exc.partial.losses) + 1
+                        batch,
+                        exc.partial,
+                        run_id,
+                        seq,
+                        diverged=len(exc.partial.losses) + 1,
+                        fingerprint=fingerprint,
                     )
                 raise
-            return self._record(batch, result, run_id, seq)
+            return self._record(batch, result, run_id, seq, fingerprint=fingerprint)
 
         self._queued.append(batch)
         return self._submit(job)
@@ -136,6 +145,7 @@ class TrainingWorker:
         run_id: str | None,
         seq: int | None,
         diverged: int | None = None,
+        fingerprint: str | None = None,
     ) -> dict[str, Any]:
         """Count a trained batch, record ``(run_id, seq)``, tell the listeners; its answer.
 
@@ -146,7 +156,7 @@ class TrainingWorker:
         if diverged is not None:
             answer["diverged_at_epoch"] = diverged
         if run_id is not None and seq is not None:
-            self.runs.record(run_id, seq, answer)
+            self.runs.record(run_id, seq, answer, fingerprint)
         if self.events is not None:
             self.events.batch_trained(result, answer)
         self.checkpointer.batch_done()
@@ -158,8 +168,10 @@ class TrainingWorker:
         run_id: str | None = None,
         seq: int | None = None,
         fingerprint: str | None = None,
+        *,
+        held: bool = False,
     ) -> dict[str, Any]:
-        return await self.submit_train(batch, run_id, seq, fingerprint)
+        return await self.submit_train(batch, run_id, seq, fingerprint, held=held)
 
     async def give_feedback(
         self, batch_id: str | None, target: list[float], validated: bool, reward: float

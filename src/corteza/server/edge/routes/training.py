@@ -20,6 +20,7 @@ from corteza.server.engine.feedback import InvalidFeedbackError, UnknownBatchErr
 from corteza.server.engine.memory import DeviceOutOfMemoryError
 from corteza.server.engine.runs import (
     OutOfOrderError,
+    RunBusyError,
     RunConflictError,
     check_fingerprint,
     check_run_id,
@@ -157,8 +158,9 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
     With ``run_id`` and ``seq`` the batch is applied exactly once: a seq already
     applied answers its stored result with ``"replayed": true``; a seq ahead of
     the run's next is refused with 409 and ``next_seq``. A run's fingerprint (of its
-    data and settings) may come in the ``X-Corteza-Run-Fingerprint`` header: another one
-    on a known run is 409 ``run_conflict``.
+    data and settings) may come in the ``X-Corteza-Run-Fingerprint`` header: another one,
+    or none on a run that has one, is 409 ``run_conflict``; a run a live stream holds
+    is 409 ``run_busy``.
     """
     fingerprint = request.headers.get(FINGERPRINT_HEADER)
     if fingerprint is not None:
@@ -176,6 +178,8 @@ async def train_layer2(request: Request, state: StateDep) -> TrainResponse | JSO
         answer = await state.worker.train(batch, run_id, seq, fingerprint)
     except RunConflictError as exc:
         raise ApiError(409, str(exc), ErrorType.RUN_CONFLICT) from exc
+    except RunBusyError as exc:
+        raise ApiError(409, str(exc), ErrorType.RUN_BUSY) from exc
     except TrainingDivergedError as exc:
         raise ApiError(422, str(exc), ErrorType.TRAINING_DIVERGED) from exc
     except DeviceOutOfMemoryError as exc:
