@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -21,8 +22,9 @@ from websockets.sync.client import connect
 from corteza.server import Settings
 from corteza.server.edge.connections import GuardedH11Protocol
 from corteza.server.edge.limits import uvicorn_options
-from corteza.wire import PROTOCOL_VERSION
+from corteza.wire import PROTOCOL_VERSION, encode_batch
 from tests.conftest import TINY, LiveServer, start_server, stop_server
+from tests.helpers import wait_until
 
 TOKEN = "connections-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -145,6 +147,28 @@ def test_streams_fill_the_cap_but_health_always_answers(server: LiveServer) -> N
         "try again shortly",
         "error_type": "server_busy",
     }
+
+
+@fields(stream_idle_s=0.5)
+def test_a_stream_quiet_after_its_answers_is_closed_and_its_run_freed(server: LiveServer) -> None:
+    url = server.url.replace("http://", "ws://") + "/v1/train/stream"
+    batch = encode_batch(
+        np.zeros((2, TINY.input_dim), np.float32), np.zeros(2, np.float32), run_id="quiet", seq=0
+    )
+    with connect(url, additional_headers=AUTH) as ws:
+        hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": "quiet"}
+        ws.send(json.dumps(hello))
+        assert json.loads(ws.recv(timeout=30))["type"] == "welcome"
+        ws.send(batch)
+        assert json.loads(ws.recv(timeout=30))["type"] == "ack"
+        error = json.loads(ws.recv(timeout=30))  # nothing in flight, nothing more sent
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert error["error"] == "No batch for 0.5 s: closing the idle stream"
+    assert (error["error_type"], error["next_seq"]) == ("request_timeout", 1)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    run = server.state.runs.get("quiet")
+    wait_until(lambda: run is not None and not run.holders, "the idle stream to free its run")
 
 
 @fields(stream_idle_s=0.5)

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -177,6 +178,7 @@ class StreamSession:
         self.pending = 0  # batches handed to the worker and not yet answered
         self.slots = asyncio.Semaphore(1)
         self.idle_seconds = state.settings.stream_idle_s
+        self.last_active = time.monotonic()  # the last frame received or answer sent
 
     @property
     def next_seq(self) -> int:
@@ -250,7 +252,6 @@ class StreamSession:
         largest = self.state.settings.stream_window
         self.window = max(1, min(asked if isinstance(asked, int) else 4, largest))
         self.slots = asyncio.Semaphore(self.window)
-        self.run_id = run.run_id
         cfg = self.state.trainer.config
         await self.ws.send_json(
             {
@@ -272,17 +273,7 @@ class StreamSession:
     async def read(self) -> None:
         while True:
             await self.slots.acquire()
-            try:
-                message = await self.receive(None if self.pending else self.idle_seconds)
-            except (asyncio.TimeoutError, TimeoutError):
-                raise StreamError(
-                    f"No batch for {self.idle_seconds:g} s: closing the idle stream",
-                    ErrorType.REQUEST_TIMEOUT,
-                    None,
-                    self.next_seq,
-                    NORMAL,
-                ) from None
-            data = message.get("bytes")
+            data = (await self.next_frame()).get("bytes")
             if data is None:
                 raise StreamError(
                     "expected a batch (a binary frame), got a text frame",
@@ -306,8 +297,25 @@ class StreamSession:
                     self.next_seq,
                 )
             self.pending += 1
-            future = self.state.worker.submit_train(batch, self.run_id, seq)
+            future = self.state.worker.submit_train(batch, self.run_id, seq, held=True)
             await self.in_flight.put((seq, future))
+
+    async def next_frame(self) -> Message:
+        """The next frame; none for ``idle_seconds`` with no batch in flight closes the stream."""
+        while True:
+            quiet = time.monotonic() - self.last_active
+            if not self.pending and quiet >= self.idle_seconds:
+                raise StreamError(
+                    f"No batch for {self.idle_seconds:g} s: closing the idle stream",
+                    ErrorType.REQUEST_TIMEOUT,
+                    None,
+                    self.next_seq,
+                    NORMAL,
+                )
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):  # idle, or training
+                message = await self.receive(self.idle_seconds - (0 if self.pending else quiet))
+                self.last_active = time.monotonic()
+                return message
 
     async def answer(self) -> None:
         while True:
@@ -326,6 +334,7 @@ class StreamSession:
             except DeviceOutOfMemoryError as exc:
                 raise StreamError(str(exc), ErrorType.OUT_OF_MEMORY, seq, self.next_seq) from None
             self.pending -= 1
+            self.last_active = time.monotonic()
             await self.outgoing.put(ack(result))
             self.slots.release()
 
@@ -334,6 +343,7 @@ class StreamSession:
             await self.ws.send_json(message)
 
     async def pump(self) -> None:
+        self.last_active = time.monotonic()  # idle counts from the welcome
         sender = asyncio.create_task(self.send())
         tasks = [asyncio.create_task(self.read()), asyncio.create_task(self.answer())]
         ending: StreamError | None = None
