@@ -18,6 +18,7 @@ from corteza.server.edge.routes import (
     datasets,
     events,
     export,
+    jobs,
     model,
     monitoring,
     predict,
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServerState.build(settings)
         app.state.corteza = state
+        state.jobs.start()  # jobs a previous process left pending resume now
         logger.info(
             "model ready: %s parameters on %s",
             f"{state.trainer.parameter_count:,}",
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await state.jobs.stop()  # batches queued still train; the job resumes next start
             state.close()
             logger.info("server stopped after %d batches", state.stats.total_batches)
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checkpoints.router,
         datasets.router,
         runs.router,
+        jobs.router,
         dashboard.router,
         events.router,
         metrics_router,

@@ -18,6 +18,7 @@ from corteza.server.engine.runs import RunBook
 from corteza.server.engine.stats import TrainingStats
 from corteza.server.engine.trainer import Trainer
 from corteza.server.engine.worker import TrainingWorker
+from corteza.server.jobs.runner import JobRunner
 from corteza.server.observe.bus import EventBus
 from corteza.server.observe.events import TrainingEvents
 from corteza.server.observe.prometheus import ServerMetrics
@@ -43,6 +44,18 @@ class ServerState:
     datasets: DatasetStore
     dataset_uploads: DatasetUploads
     started: float = field(default_factory=time.monotonic)
+    jobs: JobRunner = field(init=False)  # started by the app's lifespan, in its event loop
+
+    def __post_init__(self) -> None:
+        self.jobs = JobRunner(
+            self.settings,
+            self.worker,
+            self.runs,
+            self.checkpointer,
+            self.datasets,
+            self.events,
+            self.training_events,
+        )
 
     @classmethod
     def build(cls, settings: Settings) -> ServerState:

@@ -103,7 +103,8 @@ def test_bad_last_event_id_and_unknown_types_are_refused(stream_http: httpx.Clie
     assert bad_type.status_code == 422
     assert bad_type.json()["error"] == (
         "Unknown event type bogus; known: batch_trained, feedback, checkpoint_saved, "
-        "checkpoint_failed, run_started, run_finished, stalled, loss_improved"
+        "checkpoint_failed, run_started, run_finished, stalled, loss_improved, job_queued, "
+        "job_started, job_epoch, job_finished"
     )
 
 

@@ -15,6 +15,12 @@ Prometheus histograms listen. Types and their fields:
   cleanly (close code 1000), or ``POST /v1/runs/{run_id}/finish`` for a run sent by REST
 - ``stalled`` {idle_seconds, last_step}: no batch for ``stall_minutes``, once per lull
 - ``loss_improved`` {step, loss, previous_best}
+- ``job_queued`` {job_id, run_id, dataset}; ``job_started`` {job_id, run_id, dataset,
+  total_batches, resumed_at}: a job began, or resumed at batch ``resumed_at``
+- ``job_epoch`` {job_id, run_id, epoch, epochs, cursor, train_loss, holdout_auc,
+  holdout_loss, best_epoch, improved}: an epoch of a job ended and its holdout was scored
+- ``job_finished`` {job_id, run_id, state, stop_reason, samples, cursor, best_epoch,
+  best_auc}: finished, cancelled or failed
 
 Ids grow by one per event from the microseconds since the epoch at which
 the bus was made, so a restarted server numbers on past its previous process
@@ -48,6 +54,10 @@ EVENT_TYPES = (
     "run_finished",
     "stalled",
     "loss_improved",
+    "job_queued",
+    "job_started",
+    "job_epoch",
+    "job_finished",
 )
 DEFAULT_CAPACITY = 1000  # events kept for replay
 SUBSCRIBER_LIMIT = 500  # events a subscriber may fall behind before it is dropped

@@ -1,7 +1,7 @@
 """Webhooks: news of the training POSTed to URLs fixed at start, signed, retried, never blocking.
 
 Events sent: ``loss_improved``, ``checkpoint_saved``, ``checkpoint_failed``, ``run_finished``,
-``stalled``.
+``stalled``, ``job_epoch``, ``job_finished``.
 The JSON format's body is ``{"id", "type", "timestamp", "data"}`` (``id`` a
 uuid, ``timestamp`` the event's time in ISO 8601); the Slack format's is
 ``{"text": "corteza: new best loss 0.1234 at step 500 (was 0.1301)"}``. Every
@@ -38,7 +38,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = frozenset(
-    {"loss_improved", "checkpoint_saved", "checkpoint_failed", "run_finished", "stalled"}
+    {
+        "loss_improved",
+        "checkpoint_saved",
+        "checkpoint_failed",
+        "run_finished",
+        "stalled",
+        "job_epoch",
+        "job_finished",
+    }
 )
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before each retry
 QUEUE_LIMIT = 1000  # deliveries waiting, retries included
@@ -96,7 +104,22 @@ def slack_text(event: Event) -> str:
             f"corteza: no batch trained for {d['idle_seconds'] / 60:.1f} min "
             f"(last step {d['last_step']})"
         )
+    if event.type in ("job_epoch", "job_finished"):
+        return job_text(event.type, d)
     return f"corteza: {event.type}"
+
+
+def job_text(kind: str, d: dict[str, Any]) -> str:
+    """A job's epoch or end in one line."""
+    if kind == "job_epoch":
+        auc = "" if d["holdout_auc"] is None else f", holdout ROC-AUC {d['holdout_auc']:.4f}"
+        best = " (best so far)" if d["improved"] else ""
+        return f"corteza: job {d['job_id']} epoch {d['epoch'] + 1}/{d['epochs']} done{auc}{best}"
+    best = "" if d["best_auc"] is None else f", best holdout ROC-AUC {d['best_auc']:.4f}"
+    return (
+        f"corteza: job {d['job_id']} {d['state']} ({d['stop_reason']}) after "
+        f"{d['samples']} samples{best}"
+    )
 
 
 def render(event: Event, delivery_id: str, fmt: WebhookFormat) -> bytes:

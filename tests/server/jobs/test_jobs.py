@@ -1,0 +1,190 @@
+"""Jobs on a real uvicorn: a stored dataset trained by the worker, scored, recorded, cancelled."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from corteza.client import make_dataset
+from corteza.server import Settings
+from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
+from tests.conftest import TINY, LiveServer, start_server, stop_server
+
+SAMPLES, BATCH = 200, 16  # 160 to train, 40 held out: 10 batches per epoch
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    settings = Settings(model=TINY, seed=0, lr=1e-3, device="cpu", checkpoint_dir=tmp_path / "ckpt")
+    live = start_server(settings)
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+def _dataset(live: LiveServer, samples: int = SAMPLES, seed: int = 1) -> str:
+    data = make_dataset(samples, input_dim=TINY.input_dim, seed=seed)
+    return live.state.datasets.add_arrays(data.X, data.y, name="sensor.npz").sha256
+
+
+def wait_job(http: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+        if record["state"] in ("finished", "cancelled", "failed"):
+            return record
+        assert time.monotonic() < deadline, f"job {job_id} still {record['state']}"
+        time.sleep(0.05)
+
+
+def test_a_job_trains_every_sample_epochs_times_and_scores_every_epoch(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    sha = _dataset(server)
+    with server.http() as http:
+        answer = http.post(
+            "/v1/jobs",
+            json={"dataset": sha, "epochs": 3, "batch_size": BATCH, "feedback_every": 4},
+        )
+        assert answer.status_code == 201, answer.text
+        job = answer.json()
+        assert job["state"] in ("queued", "running")
+        assert job["run_id"] == f"job-{job['id']}"
+        record = wait_job(http, job["id"])
+        status = http.get("/status").json()["estadisticas"]
+        listed = http.get("/v1/jobs").json()["jobs"]
+    assert record["state"] == "finished", record
+    assert record["stop_reason"] == "done"
+    assert record["train_samples"] == 160 and record["holdout_samples"] == 40
+    assert record["cursor"] == record["total_batches"] == 30
+    assert record["samples_trained"] == 160 * 3
+    assert status["total_muestras"] == 160 * 3
+    assert status["total_batches"] == 30
+    assert [e["epoch"] for e in record["epochs_scored"]] == [0, 1, 2]
+    assert all(0.0 <= e["holdout_auc"] <= 1.0 for e in record["epochs_scored"])
+    assert all(e["holdout_loss"] > 0 for e in record["epochs_scored"])
+    best = record["best_epoch"]
+    assert record["best_auc"] == max(e["holdout_auc"] for e in record["epochs_scored"])
+    assert record["epochs_scored"][best]["improved"]
+    kept = tmp_path / "ckpt" / record["best_checkpoint"]
+    assert kept.parent.name == f"job-{job['id']}"
+    verify_checkpoint(kept)  # the best epoch's checkpoint, whole, outside the rotation
+    assert kept.name == record["epochs_scored"][best]["checkpoint"]
+    assert kept.name not in {p.name for p in list_checkpoints(tmp_path / "ckpt")} or best == 2
+    assert [j["id"] for j in listed] == [job["id"]]
+    events = [e for e in server.state.events.recent() if e.type.startswith("job_")]
+    kinds = [e.type for e in events]
+    assert kinds == [
+        "job_queued",
+        "job_started",
+        "job_epoch",
+        "job_epoch",
+        "job_epoch",
+        "job_finished",
+    ]
+    assert all(e.data["job_id"] == job["id"] for e in events)
+
+
+def test_a_cosine_job_ends_at_a_tenth_of_the_rate_and_gives_the_rate_back(
+    server: LiveServer,
+) -> None:
+    sha = _dataset(server)
+    with server.http() as http:
+        spec = {"dataset": sha, "epochs": 2, "batch_size": BATCH, "lr_schedule": "cosine"}
+        record = wait_job(http, http.post("/v1/jobs", json=spec).json()["id"])
+    assert record["state"] == "finished"
+    assert record["lr"] == pytest.approx(1e-4)  # the last batch: base / 10
+    assert record["base_lr"] == 1e-3
+    groups = server.state.trainer.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [1e-3] * len(groups)
+
+
+def test_specs_the_server_cannot_train_are_refused_with_the_reason(server: LiveServer) -> None:
+    sha = _dataset(server)
+    narrow = make_dataset(50, input_dim=16, seed=2)
+    narrow_sha = server.state.datasets.add_arrays(narrow.X, narrow.y, name="narrow.npz").sha256
+    missing = "ab" * 32
+    cases = [
+        ({"dataset": missing}, 404, "not_found", f"No dataset {missing} on this server"),
+        (
+            {"dataset": narrow_sha},
+            422,
+            "dimension_mismatch",
+            "Input dimension mismatch: expected 32D, got 16D (dataset narrow.npz)",
+        ),
+        (
+            {"dataset": sha, "batch_size": 5000},
+            422,
+            "batch_too_large",
+            "batch_size 5000 exceeds this server's 4096 samples per batch "
+            "(its --max-batch-samples)",
+        ),
+        (
+            {"dataset": sha, "holdout": 0, "patience": 2},
+            422,
+            "invalid_request",
+            "patience needs a holdout to score after each epoch: give holdout > 0",
+        ),
+        (
+            {"dataset": sha, "holdout": 0.001},
+            422,
+            "invalid_request",
+            "holdout=0.001 of 200 samples leaves one part empty",
+        ),
+        (
+            {"dataset": sha, "epochs": 0},
+            422,
+            "invalid_request",
+            "Invalid request: epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            {"dataset": sha, "lr_schedule": "step"},
+            422,
+            "invalid_request",
+            "Invalid request: lr_schedule: Input should be 'none' or 'cosine'",
+        ),
+    ]
+    with server.http() as http:
+        for spec, status, error_type, message in cases:
+            answer = http.post("/v1/jobs", json=spec)
+            assert (answer.status_code, answer.json()["error_type"]) == (status, error_type)
+            assert answer.json()["error"] == message
+        assert http.get("/v1/jobs").json()["jobs"] == []
+        unknown = http.get("/v1/jobs/nope")
+        assert unknown.status_code == 404
+        assert unknown.json()["error"] == "No job 'nope' on this server"
+    assert server.state.stats.total_batches == 0  # nothing trained
+
+
+def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -> None:
+    sha = _dataset(server, samples=2000)
+    with server.http() as http:
+        spec = {"dataset": sha, "epochs": 50, "batch_size": 8, "holdout": 0}
+        running = http.post("/v1/jobs", json=spec).json()
+        queued = http.post("/v1/jobs", json=spec).json()
+        deadline = time.monotonic() + 60
+        while http.get(f"/v1/jobs/{running['id']}").json()["cursor"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        dropped = http.post(f"/v1/jobs/{queued['id']}/cancel").json()
+        stopped = http.post(f"/v1/jobs/{running['id']}/cancel").json()
+        again = http.post(f"/v1/jobs/{running['id']}/cancel").json()
+        status = http.get("/status").json()["estadisticas"]
+    assert (dropped["state"], dropped["stop_reason"], dropped["cursor"]) == (
+        "cancelled",
+        "cancelled",
+        0,
+    )
+    assert (stopped["state"], stopped["stop_reason"]) == ("cancelled", "cancelled")
+    assert again == stopped
+    assert stopped["cursor"] < stopped["total_batches"]
+    assert status["total_batches"] == stopped["cursor"]  # nothing trains after the answer
+    assert status["total_muestras"] == stopped["samples_trained"] == stopped["cursor"] * 8
+    assert np.isfinite(stopped["last_loss"])
