@@ -194,7 +194,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _not_left_open(self) -> Settings:
-        problem = exposure_problem(self.host, public=self.public, token=self.token)
+        problem = exposure_problem(
+            self.host, public=self.public, token=self.token, cors_origins=self.cors_origins
+        )
         if problem is not None:
             raise ValueError(problem)
         return self
