@@ -190,3 +190,9 @@ def test_a_tunnel_missing_its_prerequisite_fails_before_the_model_is_built(
         serve_in_background(preset="tiny", tunnel="ngrok")
     assert str(caught.value) == NGROK_NO_TOKEN
     assert server_threads() == []
+
+
+def test_any_web_page_allowed_gets_a_token() -> None:
+    with serve_in_background(preset="tiny", cors_origins=["*"]) as server:
+        assert server.token is not None
+        assert httpx.get(f"{server.url}/status", timeout=30).status_code == 401

@@ -129,7 +129,10 @@ def serve_in_background(
     opener = make_tunnel(tunnel)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    token = resolve_token(host, tunnel=opener is not None, token=token, no_auth=False)
+    any_page = "*" in settings_overrides.get("cors_origins", ())
+    token = resolve_token(
+        host, tunnel=opener is not None, token=token, no_auth=False, any_page=any_page
+    )
     if opener is not None:
         opener.prepare()  # before the model is built: a missing program fails fast
     fields: dict[str, Any] = {"model": PRESETS[preset], **settings_overrides}
