@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from corteza._version import __version__
-from corteza.cli import checkpoints, connect, inspect, make_data, predict, serve, train, watch
+from corteza.cli import (
+    checkpoints,
+    connect,
+    datasets,
+    inspect,
+    make_data,
+    predict,
+    serve,
+    train,
+    watch,
+)
 from corteza.cli.common import Command, Group
 
 app = typer.Typer(
@@ -25,6 +35,7 @@ app.command("predict", cls=Command)(predict.predict)
 app.command("pull", cls=Command)(checkpoints.pull)
 app.command("push", cls=Command)(checkpoints.push)
 app.command("watch", cls=Command)(watch.watch)
+app.add_typer(datasets.app)
 for _command in (inspect.status, inspect.info, inspect.metrics, inspect.diagnose, inspect.feedback):
     app.command(cls=Command)(_command)
 

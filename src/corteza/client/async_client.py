@@ -25,6 +25,7 @@ from corteza.client.events import Event, aiter_events
 from corteza.client.inference import EXPORT_PATH, Progress, export_to
 from corteza.client.payloads import preflight_batch, preflight_inputs
 from corteza.client.transfer import PULL_PATH, PUSH_PATH, pull_checkpoint, push_checkpoint
+from corteza.client.uploads import AsyncDatasetCalls
 from corteza.wire import (
     DiagnosticResponse,
     FeedbackResponse,
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AsyncClient(BaseClient):
+class AsyncClient(BaseClient, AsyncDatasetCalls):
     """The asynchronous twin of :class:`Client`, with the same methods awaited.
 
     >>> async with AsyncClient("http://127.0.0.1:8000") as client:  # doctest: +SKIP

@@ -47,6 +47,7 @@ from corteza.client.payloads import (
     refusal,
 )
 from corteza.client.transfer import PULL_PATH, PUSH_PATH, pull_checkpoint, push_checkpoint
+from corteza.client.uploads import DatasetCalls
 from corteza.wire import (
     BATCH_CONTENT_TYPE,
     BatchError,
@@ -206,7 +207,7 @@ class BaseClient:
         )
 
 
-class Client(BaseClient):
+class Client(BaseClient, DatasetCalls):
     """Talks to one corteza server.
 
     >>> with Client("http://127.0.0.1:8000") as client:  # doctest: +SKIP

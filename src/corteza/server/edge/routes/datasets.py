@@ -37,12 +37,17 @@ from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
 from corteza.server.edge.openapi import error_responses
 from corteza.wire import ErrorType
+from corteza.wire.datasets import (
+    DATASET_HEADER,
+    OFFSET_CONTENT_TYPE,
+    TUS_VERSION,
+    DatasetInfo,
+    DatasetList,
+)
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,termination"
-OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 WRITE_BYTES = 1 << 20  # bytes gathered before a write to disk (off the event loop)
 _MAX_DIGITS = 18  # Upload-Length and Upload-Offset: int() of thousands of digits is slow
 
@@ -188,7 +193,7 @@ async def upload_append(upload_id: str, request: Request, state: StateDep) -> Re
         stored = await run_in_threadpool(uploads.complete, upload, state.settings.model.input_dim)
     except DatasetError as exc:
         raise _refused(exc) from exc
-    return Response(status_code=204, headers=_headers(offset, **{"Corteza-Dataset": stored.sha256}))
+    return Response(status_code=204, headers=_headers(offset, **{DATASET_HEADER: stored.sha256}))
 
 
 async def _receive(request: Request, uploads: DatasetUploads, upload: Upload, offset: int) -> int:
@@ -234,16 +239,18 @@ async def upload_terminate(upload_id: str, request: Request, state: StateDep) ->
 
 
 @router.get("", summary="The datasets stored, the quota, and the bytes uploads received")
-async def list_datasets(state: StateDep) -> dict[str, Any]:
+async def list_datasets(state: StateDep) -> DatasetList:
     """``upload_bytes_received`` counts every data byte PATCHed since the server started."""
     store = state.datasets
     datasets = await run_in_threadpool(store.list)
-    return {
-        "datasets": [d.describe() for d in datasets],
-        "used_bytes": sum(d.bytes for d in datasets),
-        "quota_bytes": store.max_bytes,
-        **state.dataset_uploads.snapshot(),
-    }
+    return DatasetList.model_validate(
+        {
+            "datasets": [d.describe() for d in datasets],
+            "used_bytes": sum(d.bytes for d in datasets),
+            "quota_bytes": store.max_bytes,
+            **state.dataset_uploads.snapshot(),
+        }
+    )
 
 
 @router.head("/{sha256}", summary="200 when the server has this dataset, 404 when not")
@@ -257,7 +264,7 @@ async def has_dataset(sha256: str, state: StateDep) -> Response:
 
 
 @router.get("/{sha256}", summary="One dataset", responses=error_responses(400, 404))
-async def get_dataset(sha256: str, state: StateDep) -> dict[str, Any]:
+async def get_dataset(sha256: str, state: StateDep) -> DatasetInfo:
     try:
         check_sha256(sha256)
         stored = await run_in_threadpool(state.datasets.open, sha256)
@@ -265,7 +272,7 @@ async def get_dataset(sha256: str, state: StateDep) -> dict[str, Any]:
         raise _refused(exc) from exc
     except UnknownDatasetError as exc:
         raise ApiError(404, exc.message, ErrorType.NOT_FOUND) from exc
-    return stored.describe()
+    return DatasetInfo.model_validate(stored.describe())
 
 
 @router.delete("/{sha256}", summary="Remove a dataset", responses=error_responses(400, 404))
