@@ -19,14 +19,39 @@ from corteza.server.settings import Settings
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
 
-def startup_problem(settings: Settings) -> str | None:
-    """The first option of ``settings`` this machine cannot serve, in one line; or None."""
+def startup_problem(settings: Settings, *, ranks: int = 1, serving: bool = True) -> str | None:
+    """The first option of ``settings`` this machine cannot serve, in one line; or None.
+
+    ``ranks``: processes on this box under torchrun, one device each; ``serving``
+    False for a box that does not hold rank 0 (it binds no port).
+    """
     return (
         _device(settings.device)
+        or _ranks(settings.device, ranks)
         or precision_refusal(settings.device, settings.precision)  # bf16 on a T4, fp16 on MPS
         or _checkpoint_dir(settings)
-        or _port(settings)
+        or (_port(settings) if serving else None)
     )
+
+
+def _ranks(name: str, ranks: int) -> str | None:
+    """Several ranks need one GPU each on CUDA; MPS has no collective backend."""
+    if ranks == 1:
+        return None
+    if name.startswith("mps") or (name == "auto" and _mps_only()):
+        return "--nproc-per-node: several ranks run on CUDA (NCCL) or the CPU (gloo), not MPS"
+    if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
+        count = torch.cuda.device_count()
+        if ranks > count:
+            return (
+                f"--nproc-per-node {ranks}: each rank needs a GPU of its own and this machine "
+                f"has {count}; pass at most {count}, or --device cpu"
+            )
+    return None
+
+
+def _mps_only() -> bool:
+    return not torch.cuda.is_available() and torch.backends.mps.is_available()
 
 
 def _device(name: str) -> str | None:

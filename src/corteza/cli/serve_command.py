@@ -11,6 +11,7 @@ command runs.
 from __future__ import annotations
 
 import logging
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from corteza.cli.common import Command
 from corteza.cli.logs import setup_logging
 from corteza.cli.serve_checks import startup_problem
 from corteza.model import PRESETS, ModelConfig
+from corteza.server.distributed import launch as torchrun
+from corteza.server.distributed.follower import follow
+from corteza.server.distributed.group import DistributedSetupError, join, world_size_from_env
 from corteza.server.edge.policy import (
     SecurityConfigError,
     banner_lines,
@@ -90,6 +94,7 @@ def setting(name: str, *param_decls: str, help: str | None = None, **kwargs: Any
 
 
 def serve(
+    ctx: typer.Context,
     host: str = setting("host"),
     port: int = setting("port"),
     device: str = setting("device"),
@@ -161,6 +166,20 @@ def serve(
         TunnelChoice.none,
         help="Public https URL: cloudflared (no account) or ngrok (needs NGROK_AUTHTOKEN).",
     ),
+    nproc_per_node: int = typer.Option(
+        1, min=1, help="Ranks on this box under torchrun (DDP), one GPU each; 1: one process."
+    ),
+    nnodes: int = typer.Option(1, min=1, help="Boxes taking part (torchrun)."),
+    node_rank: int = typer.Option(0, min=0, help="This box's number; box 0 serves (torchrun)."),
+    master_addr: str = typer.Option("127.0.0.1", help="Address of box 0 (torchrun)."),
+    master_port: int | None = typer.Option(
+        None, help="Rendezvous port on box 0 (torchrun; one box: a free one)."
+    ),
+    max_restarts: int | None = typer.Option(
+        None, min=0, help="Restarts of the whole group after a rank fails [default: 3 when N>1]."
+    ),
+    heartbeat: float = setting("distributed_heartbeat_s", "--heartbeat-seconds"),
+    collective_timeout: float = setting("distributed_timeout_s", "--collective-timeout"),
 ) -> None:
     """Run the training server (the seed's routes plus /docs)."""
     try:
@@ -221,19 +240,52 @@ def serve(
             notify_loss_below=notify_loss_below,
             notify_margin=notify_margin,
             stall_minutes=stall_minutes,
+            distributed_heartbeat_s=heartbeat,
+            distributed_timeout_s=collective_timeout,
         )
     except ValueError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)
         raise typer.Exit(2) from exc
-    problem = startup_problem(settings)  # before the model is built: seconds, not a minute
+    launching = nproc_per_node > 1 or nnodes > 1
+    if launching and world_size_from_env() > 1:
+        typer.echo("error: --nproc-per-node: this process already runs under torchrun", err=True)
+        raise typer.Exit(2)
+    rank = int(os.environ.get("RANK", "0")) if world_size_from_env() > 1 else 0
+    problem = None
+    if rank == 0:  # the other ranks bind no port; rank 0 checks the options
+        problem = startup_problem(settings, ranks=nproc_per_node, serving=node_rank == 0)
     if problem is not None:
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
+    if launching:
+        if token:  # every rank 0 to come, restarts included, asks the same token
+            os.environ["CORTEZA_TOKEN"] = token
+        args = torchrun.without_launch_options(ctx.obj["args"] if ctx.obj else [])
+        launch_args = torchrun.torchrun_args(
+            args,
+            nproc_per_node=nproc_per_node,
+            nnodes=nnodes,
+            node_rank=node_rank,
+            master_addr=master_addr,
+            master_port=master_port,
+            max_restarts=max_restarts,
+        )
+        raise typer.Exit(torchrun.launch(launch_args))
+    try:
+        group = join(settings)  # under torchrun: this rank's device and the process groups
+    except DistributedSetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if group is not None and not group.leader:
+        follow(settings, group)
+        return
     logger.info("serving on %s:%d, auth %s", host, port, "on" if token else "off")
 
     def ready(public_url: str | None, bound: int) -> None:
         """Once the model is up (and the tunnel open): the URL, the token, what to paste."""
         print_lines(banner_lines(public_url or server_url(host, bound), token))
+        if group is not None:
+            print_lines(torchrun.banner_lines(group))
 
     try:
         serve_forever(settings, tunnel.value, ready)
@@ -276,6 +328,16 @@ PANELS: dict[str, tuple[str, ...]] = {
         "dropout",
     ),
     "Training": ("device", "seed", "lr"),
+    "Several GPUs or boxes (torchrun, DDP)": (
+        "nproc_per_node",
+        "nnodes",
+        "node_rank",
+        "master_addr",
+        "master_port",
+        "max_restarts",
+        "heartbeat",
+        "collective_timeout",
+    ),
     "Checkpoints": ("checkpoint_dir", "checkpoint_every", "checkpoint_seconds", "checkpoint_keep"),
     "Datasets": ("data_dir", "max_data_gb"),
     "Observability": (
@@ -298,7 +360,7 @@ def run(args: list[str], prog_name: str) -> None:
     panel_of = {name: panel for panel, names in PANELS.items() for name in names}
     for param in command.params:
         param.rich_help_panel = panel_of.get(param.name or "")  # type: ignore[attr-defined]
-    command.main(args, prog_name=prog_name)
+    command.main(args, prog_name=prog_name, obj={"args": list(args)})
 
 
 def print_lines(lines: list[str]) -> None:

@@ -23,6 +23,7 @@ from corteza.client.client import BaseClient, Predictions, WireFormat
 from corteza.client.config import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from corteza.client.events import Event, aiter_events
 from corteza.client.inference import EXPORT_PATH, Progress, export_to
+from corteza.client.jobs import AsyncJobCalls
 from corteza.client.payloads import preflight_batch, preflight_inputs
 from corteza.client.transfer import PULL_PATH, PUSH_PATH, pull_checkpoint, push_checkpoint
 from corteza.client.uploads import AsyncDatasetCalls
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AsyncClient(BaseClient, AsyncDatasetCalls):
+class AsyncClient(BaseClient, AsyncDatasetCalls, AsyncJobCalls):
     """The asynchronous twin of :class:`Client`, with the same methods awaited.
 
     >>> async with AsyncClient("http://127.0.0.1:8000") as client:  # doctest: +SKIP

@@ -40,6 +40,7 @@ from corteza.client.inference import (
     export_to,
     predict_body,
 )
+from corteza.client.jobs import JobCalls
 from corteza.client.payloads import (
     encode_json_batch,
     preflight_batch,
@@ -207,7 +208,7 @@ class BaseClient:
         )
 
 
-class Client(BaseClient, DatasetCalls):
+class Client(BaseClient, DatasetCalls, JobCalls):
     """Talks to one corteza server.
 
     >>> with Client("http://127.0.0.1:8000") as client:  # doctest: +SKIP

@@ -66,6 +66,7 @@ class ServerState:
         events = EventBus()
         checkpointer = Checkpointer(settings, trainer, stats, runs, events)
         checkpointer.resume()
+        trainer.share_state()  # torch.distributed: rank 0's resumed state to every rank
         training_events = TrainingEvents(
             events,
             margin=settings.notify_margin,
@@ -126,6 +127,7 @@ class ServerState:
     def close(self) -> None:
         """Finish the work queued, stop the watchers, deliver the last webhooks."""
         self.worker.shutdown()
+        self.trainer.close()  # torch.distributed: the other ranks stop
         self.training_events.close()
         if self.settings.webhooks:
             self.webhooks.close()

@@ -251,6 +251,7 @@ class Checkpointer:
             check_state=check_state,
         )
         self._restore(loaded.state, path)
+        self.trainer.state_replaced()  # torch.distributed: every rank takes it
         logger.info("continuing from the uploaded checkpoint at step %d", self.trainer.step)
         self.try_save("upload")
         return self.runs.next_seqs()

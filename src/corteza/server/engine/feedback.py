@@ -16,6 +16,7 @@ Anything else is refused by :func:`check_adjustments` before a step or a count.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from collections import OrderedDict
@@ -26,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from corteza.server.engine.precision import MixedPrecision
+from corteza.server.distributed.control import Op
+from corteza.server.engine.precision import MixedPrecision, StepOutcome
 from corteza.server.engine.trainer import Trainer
 
 MEMORY_BATCHES = 64  # batches remembered for feedback
@@ -101,23 +103,53 @@ class DendriteFeedback:
         bounds or a loss that is not finite.
         """
         check_adjustments(target)
+        shard = self.trainer.shard
+        inputs = self.trainer.staging.to_device(self._memory[batch_id])
+        if shard is None:
+            outcome = self._step(inputs, target, reward)
+        else:  # every rank steps on its slice; DDP averages the head's gradients
+            goal = torch.tensor([*target, reward], dtype=torch.float64, device=inputs.device)
+            fields = [inputs.shape[0], inputs.shape[1] if inputs.dim() == 3 else 0]
+            fields += [inputs.shape[-1], len(target)]
+            with shard.leading(Op.FEEDBACK, fields, [inputs, goal], (InvalidFeedbackError,)):
+                outcome = self._step(inputs, target, reward)
+        return FeedbackStep(batch_id, outcome.loss, skipped=outcome.skipped)
+
+    def follow(self, fields: list[int]) -> None:
+        """A rank but 0: the feedback step rank 0 announced with ``fields``."""
+        assert self.trainer.shard is not None
+        size, steps, width, dim = fields[:4]
+        shape = (size, steps, width) if steps else (size, width)
+        inputs, goal = self.trainer.shard.receive([shape, (dim + 1,)], float64=1)
+        assert inputs is not None and goal is not None
+        values = goal.cpu().tolist()
+        with contextlib.suppress(InvalidFeedbackError):  # rank 0 answers it
+            self._step(inputs, values[:-1], values[-1])
+
+    def _step(self, inputs: torch.Tensor, target: list[float], reward: float) -> StepOutcome:
         trainer = self.trainer
-        inputs = trainer.staging.to_device(self._memory[batch_id])
-        trainer.model.eval()
-        try:
-            with torch.no_grad(), self._mixed.autocast():
-                features = trainer.model.features(inputs)  # (B, mlp_out), the heads' input
-        finally:
-            trainer.model.train()
-        goal = torch.tensor(target, dtype=torch.float32, device=features.device)
         self._optimizer.zero_grad(set_to_none=True)
+        if trainer.shard is None:
+            trainer.model.eval()
+            try:
+                with torch.no_grad(), self._mixed.autocast():
+                    features = trainer.model.features(inputs)  # (B, mlp_out), the heads' input
+            finally:
+                trainer.model.train()
+            with self._mixed.autocast():
+                prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
+        else:  # this rank's slice, through the DDP wrap (which averages the gradients)
+            with self._mixed.autocast():
+                prediction, share = trainer.shard.feedback_prediction(inputs)
+        goal = torch.tensor(target, dtype=torch.float32, device=prediction.device)
         with self._mixed.autocast():
-            prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
             loss = F.mse_loss(prediction, goal.expand_as(prediction))
+        if trainer.shard is not None:
+            loss = trainer.shard.feedback_loss(loss, share)
         outcome = self._mixed.step(loss, self._optimizer, self._head.parameters(), weight=reward)
         if not math.isfinite(outcome.loss):
             raise InvalidFeedbackError(
                 f"The dendrite loss of this feedback is {outcome.loss}; no step was taken"
             )
         self._optimizer.zero_grad(set_to_none=True)
-        return FeedbackStep(batch_id, outcome.loss, skipped=outcome.skipped)
+        return outcome

@@ -26,6 +26,9 @@ from corteza.model import (
     corteza_loss,
     count_parameters,
 )
+from corteza.server.distributed.control import Op
+from corteza.server.distributed.group import current as current_group
+from corteza.server.distributed.shard import Shard, Tensors
 from corteza.server.engine.compilation import CompiledForward
 from corteza.server.engine.device import resolve_device
 from corteza.server.engine.memory import MemoryMeter
@@ -108,7 +111,8 @@ class Trainer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config: ModelConfig = settings.model
-        self.device = resolve_device(settings.device)
+        self.group = current_group()  # torch.distributed: one device per rank, DDP below
+        self.device = self.group.device if self.group else resolve_device(settings.device)
         self.precision = precision_for(self.device, settings.precision)  # or PrecisionError
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
@@ -128,8 +132,14 @@ class Trainer:
         self._prefetched: tuple[Batch, StagedArrays] | None = None
         # The batch queued after the one training, copied to the GPU meanwhile (the worker's).
         self.upcoming: Callable[[], Batch | None] = lambda: None
+        # Under torch.distributed, the DDP wrap of the model; no torch.compile there.
+        self.shard = (
+            None if self.group is None else Shard(self.group, self.model, self.loss_weights)
+        )
+        if self.shard is not None and settings.compile:
+            logger.warning("--compile is off under torch.distributed: the DDP forward runs eager")
         self.forward = CompiledForward(
-            self.model, enabled=settings.compile, mode=settings.compile_mode
+            self.model, enabled=settings.compile and self.shard is None, mode=settings.compile_mode
         )
         gradients = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.memory = MemoryMeter(self.device, fixed_bytes=gradients)
@@ -181,13 +191,47 @@ class Trainer:
         started = time.perf_counter()
         prefetched, self._prefetched = self._prefetched, None
         staged = prefetched[1] if prefetched and prefetched[0] is batch else self._stage(batch)
-        inputs, labels, dendrite_target, coherence_target = staged.tensors()
+        tensors = staged.tensors()
+        if self.shard is None:
+            return self._steps(tensors, batch.size, batch.epochs, started)
+        shape = batch.inputs.shape
+        fields = [batch.size, shape[1] if len(shape) == 3 else 0, shape[-1], batch.epochs]
+        fields += [0 if t is None else t.shape[-1] for t in tensors[2:]]
+        with self.shard.leading(Op.TRAIN, fields, tensors, (TrainingDivergedError,)):
+            return self._steps(tensors, batch.size, batch.epochs, started)
+
+    def follow(self, fields: list[int]) -> None:
+        """A rank but 0: train this rank's slice of the batch rank 0 announced."""
+        assert self.shard is not None
+        tensors, epochs = self.shard.receive_batch(fields)
+        with contextlib.suppress(TrainingDivergedError):  # rank 0 answers it
+            self._steps(tensors, int(fields[0]), epochs, time.perf_counter())
+
+    def share_state(self) -> None:
+        """Under torch.distributed: rank 0's weights, optimizer state and step to every rank."""
+        if self.shard is not None:
+            self.step = self.shard.share_trainer(self.optimizer, self.step, self.mixed)
+
+    def state_replaced(self) -> None:
+        """Rank 0 loaded another checkpoint: the other ranks take its state too."""
+        if self.shard is not None and self.shard.leader is not None:
+            with self.shard.leader.operation(Op.LOAD):
+                self.share_state()
+
+    def close(self) -> None:
+        """Under torch.distributed: tell the other ranks to stop (rank 0)."""
+        if self.shard is not None and self.shard.leader is not None:
+            self.shard.leader.stop()
+
+    def _steps(self, tensors: Tensors, size: int, epochs: int, started: float) -> TrainResult:
+        """``epochs`` optimizer steps over staged tensors (this rank's slice, under DDP)."""
+        inputs, labels, dendrite_target, coherence_target = tensors
         assert inputs is not None and labels is not None
         losses: list[float] = []
         skipped = 0
         applied: tuple[CortezaOutput, LossTerms] | None = None  # of the last applied step
         self.model.train()
-        for epoch in range(batch.epochs):
+        for epoch in range(epochs):
             try:
                 outcome, output, terms = self._epoch(
                     inputs, labels, dendrite_target, coherence_target, epoch
@@ -200,7 +244,7 @@ class Trainer:
                 raise TrainingDivergedError(
                     f"Out of device memory at epoch {epoch + 1} of this batch; that step was "
                     f"not applied, the {epoch} before it were and count as this batch",
-                    self._result(batch, losses, *applied, started, skipped),
+                    self._result(size, losses, *applied, started, skipped),
                 ) from None
             loss = outcome.loss
             if not np.isfinite(loss):
@@ -214,7 +258,7 @@ class Trainer:
                     f"Training diverged: the loss became {loss} at epoch {epoch + 1} of this "
                     f"batch; that step was not applied, the {epoch} before it were and count "
                     "as this batch",
-                    self._result(batch, losses, *applied, started, skipped),
+                    self._result(size, losses, *applied, started, skipped),
                 )
             if outcome.skipped:
                 skipped += 1  # the scaler's overflow: not divergence, the batch still counts
@@ -223,7 +267,7 @@ class Trainer:
             losses.append(loss)
             applied = output, terms
         assert applied is not None  # epochs >= 1 is validated upstream
-        return self._result(batch, losses, *applied, started, skipped)
+        return self._result(size, losses, *applied, started, skipped)
 
     def _epoch(
         self,
@@ -235,26 +279,41 @@ class Trainer:
     ) -> tuple[StepOutcome, CortezaOutput, LossTerms]:
         """One optimizer step over the batch (the device's out-of-memory error escapes)."""
         self.optimizer.zero_grad(set_to_none=True)
+        tensors = [inputs, labels, dendrite_target, coherence_target]
         with self.mixed.autocast():
-            output = self.forward(inputs)
-            terms = corteza_loss(
-                output,
-                labels,
-                dendrite_target=dendrite_target,
-                coherence_target=coherence_target,
-                weights=self.loss_weights,
-                pos_weight=self.settings.pos_weight,
-            )
-        if epoch == 0 and self.staging.cuda and (upcoming := self.upcoming()) is not None:
+            if self.shard is None:
+                output = self.forward(inputs)
+                terms = self._loss(output, labels, dendrite_target, coherence_target)
+                total = terms.total
+            else:  # this rank's slice; the value of ``total`` is the whole batch's loss
+                output, terms, total = self.shard.forward_loss(tensors, self._loss)
+        prefetch = epoch == 0 and self.staging.cuda and self.shard is None
+        if prefetch and (upcoming := self.upcoming()) is not None:
             self.prefetch(upcoming)  # its copy overlaps this batch's compute
         outcome = self.mixed.step(
-            terms.total, self.optimizer, self.model.parameters(), self.settings.max_grad_norm
+            total, self.optimizer, self.model.parameters(), self.settings.max_grad_norm
         )
         return outcome, output, terms
 
+    def _loss(
+        self,
+        output: CortezaOutput,
+        labels: torch.Tensor,
+        dendrite_target: torch.Tensor | None,
+        coherence_target: torch.Tensor | None,
+    ) -> LossTerms:
+        return corteza_loss(
+            output,
+            labels,
+            dendrite_target=dendrite_target,
+            coherence_target=coherence_target,
+            weights=self.loss_weights,
+            pos_weight=self.settings.pos_weight,
+        )
+
     def _result(
         self,
-        batch: Batch,
+        size: int,
         losses: list[float],
         output: CortezaOutput,
         terms: LossTerms,
@@ -262,24 +321,32 @@ class Trainer:
         skipped: int = 0,
     ) -> TrainResult:
         """The result of ``len(losses)`` applied steps; outputs from the last one's forward."""
-        head_losses = {
-            "anomaly": float(terms.anomaly.detach()),
-            "dendrite": None if terms.dendrite is None else float(terms.dendrite.detach()),
-            "coherence": None if terms.coherence is None else float(terms.coherence.detach()),
-        }
-        probabilities = anomaly_probability(output).detach().float().cpu().numpy()
-        return TrainResult(
-            batch_size=batch.size,
-            epochs=len(losses),
-            losses=list(losses),
-            probabilities=probabilities,
-            dendrites=output.dendrites.detach().float().mean(dim=0).cpu().tolist(),
-            coherence=output.coherence.detach().float().mean(dim=0).cpu().tolist(),
-            capa_means=(
+        if self.shard is not None:  # the whole batch's, gathered from every rank
+            probabilities, dendrites, coherence, capa_means, head_losses = self.shard.outputs(
+                output, terms
+            )
+        else:
+            head_losses = {
+                "anomaly": float(terms.anomaly.detach()),
+                "dendrite": None if terms.dendrite is None else float(terms.dendrite.detach()),
+                "coherence": None if terms.coherence is None else float(terms.coherence.detach()),
+            }
+            probabilities = anomaly_probability(output).detach().float().cpu().numpy()
+            dendrites = output.dendrites.detach().float().mean(dim=0).cpu().tolist()
+            coherence = output.coherence.detach().float().mean(dim=0).cpu().tolist()
+            capa_means = (
                 float(output.capa2_mean),
                 float(output.capa3_mean),
                 float(output.capa4_mean),
-            ),
+            )
+        return TrainResult(
+            batch_size=size,
+            epochs=len(losses),
+            losses=list(losses),
+            probabilities=probabilities,
+            dendrites=dendrites,
+            coherence=coherence,
+            capa_means=capa_means,
             step=self.step,
             seconds=time.perf_counter() - started,
             head_losses=head_losses,
