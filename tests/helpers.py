@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 
 from corteza.server.state import ServerState
@@ -26,6 +28,38 @@ def corteza(
         stdin=subprocess.DEVNULL,
         env=env,
     )
+
+
+def serve_process(
+    *args: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m corteza serve ARGS`` as a real subprocess, its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "corteza", "serve", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+
+def wait_healthy(
+    url: str, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 120
+) -> None:
+    """Until ``url`` answers ``/health`` with 200; fails after ``timeout`` seconds, or at
+    once when ``process`` (the server) has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server at {url} exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer /health in {timeout:g} s"
+        time.sleep(0.1)
 
 
 def samples(n: int, dim: int, *, seed: int = 0, label: int | None = None) -> list[dict[str, Any]]:

@@ -22,41 +22,17 @@ import httpx
 
 from corteza.client import free_port, make_dataset, save_dataset
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
+from tests.helpers import serve_process, wait_healthy
 
 SAMPLES, EPOCHS, BATCH = 600, 2, 4  # 150 batches per epoch, 300 in all
 
 
 def _serve(port: int, root: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "corteza",
-        "serve",
-        "--preset",
-        "tiny",
-        "--port",
-        str(port),
-        "--checkpoint-dir",
-        str(root),
-        "--checkpoint-every",
-        "7",
-        "--log-level",
-        "warning",
-    ]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait_healthy(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not come back")
+    return serve_process(
+        *("--preset", "tiny", "--port", str(port), "--checkpoint-dir", str(root)),
+        *("--checkpoint-every", "7", "--log-level", "warning"),
+        log=log,
+    )
 
 
 def _progress(url: str) -> int:
@@ -76,7 +52,7 @@ def test_sigkill_during_training_loses_nothing_and_repeats_nothing(tmp_path: Pat
     url = f"http://127.0.0.1:{port}"
     root, log = tmp_path / "ckpt", tmp_path / "server.log"
     server = _serve(port, root, log)
-    _wait_healthy(url)
+    wait_healthy(url, process=server)
     client = subprocess.Popen(
         [
             sys.executable,
@@ -115,7 +91,7 @@ def test_sigkill_during_training_loses_nothing_and_repeats_nothing(tmp_path: Pat
             kills += 1
             time.sleep(rng.uniform(0.1, 1.0))
             server = _serve(port, root, log)
-            _wait_healthy(url)
+            wait_healthy(url, process=server)
         out, err = client.communicate(timeout=300)
         assert client.returncode == 0, err
         summary = json.loads(out)

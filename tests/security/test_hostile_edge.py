@@ -33,6 +33,7 @@ from websockets.sync.client import connect
 from corteza.client import free_port, make_dataset, save_dataset
 from corteza.wire import PROTOCOL_VERSION
 from tests.conftest import TINY
+from tests.helpers import serve_process, wait_healthy
 from tests.security.uploads import with_manifest
 
 TOKEN = f"Tk{secrets.token_urlsafe(24)}Tk"
@@ -62,35 +63,16 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("hostile")
     port = free_port()
     log = root / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "corteza",
-        "serve",
-        "--preset",
-        "tiny",
-        "--port",
-        str(port),
-        "--token",
-        TOKEN,
-        "--checkpoint-dir",
-        str(root / "checkpoints"),
-    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CORTEZA_HEADER_TIMEOUT_S": "3"}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    process = serve_process(
+        *("--preset", "tiny", "--port", str(port), "--token", TOKEN),
+        *("--checkpoint-dir", str(root / "checkpoints")),
+        log=log,
+        env=env,
+    )
     live = ServeProcess(process, f"http://127.0.0.1:{port}", port, log)
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{live.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "corteza serve never answered /health"
-            time.sleep(0.2)
+        wait_healthy(live.url, process=process, timeout=DEADLINE_S)
         yield live
     finally:
         process.terminate()

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -34,7 +33,7 @@ from corteza.server.edge.security import (
     is_exempt,
 )
 from tests.conftest import TINY, LiveServer, start_server, stop_server
-from tests.helpers import assert_same_model, samples, snapshot_model
+from tests.helpers import assert_same_model, samples, snapshot_model, wait_healthy
 
 TOKEN = f"Tk{secrets.token_urlsafe(32)}Tk"  # letters at both ends: swapcase() differs
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -458,7 +457,7 @@ def test_serve_generates_and_prints_a_token_beyond_loopback() -> None:
             )
             assert dashboard_line == f"dashboard: {url.group(1)}/#token={token}"
             local = f"http://127.0.0.1:{port}"
-            _wait_health(local)
+            wait_healthy(local)
             assert httpx.get(f"{local}/status", timeout=30).status_code == 401
             auth = {"Authorization": f"Bearer {token}"}
             assert httpx.get(f"{local}/status", headers=auth, timeout=30).status_code == 200
@@ -476,17 +475,6 @@ def test_serve_generates_and_prints_a_token_beyond_loopback() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-
-
-def _wait_health(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never answered /health")
 
 
 def test_any_web_page_allowed_needs_a_token() -> None:
