@@ -17,7 +17,8 @@
     │   │   ├── ForbiddenError      400/403: a Host or Origin the server does not serve
     │   │   ├── RequestTimeoutError 408: the body arrived too slowly
     │   │   └── PayloadTooLargeError 413: body, batch or sequence over the server's limit,
-    │   │                               or a batch the GPU's memory cannot hold
+    │   │                               a batch the GPU's memory cannot hold, or a dataset
+    │   │                               over the server's quota
     │   ├── TrainingDivergedError   the loss became NaN/Inf; the step was not applied
     │   └── InternalServerError     5xx
     └── InvalidDataError            (also ValueError) local data refused before sending
@@ -157,6 +158,7 @@ _BY_TYPE: dict[str, type[ServerError]] = {
     "batch_too_large": PayloadTooLargeError,
     "sequence_too_long": PayloadTooLargeError,
     "out_of_memory": PayloadTooLargeError,
+    "quota_exceeded": PayloadTooLargeError,
 }
 
 

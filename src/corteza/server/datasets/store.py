@@ -110,11 +110,18 @@ def check_sha256(sha256: str) -> str:
 
 
 def check_name(name: str) -> str:
-    """A file name from the other side: a label of at most 255 printable characters."""
-    if not name or len(name) > _NAME_MAX or not name.isprintable():
+    """A file name from the other side: one plain name (a label; never made a path)."""
+    if (
+        not name
+        or len(name) > _NAME_MAX
+        or not name.isprintable()
+        or name in (".", "..")
+        or any(c in name for c in "/\\")
+    ):
         raise DatasetError(
             400,
-            f"A dataset name must be 1 to {_NAME_MAX} printable characters, got {name[:80]!r}",
+            f"A dataset's filename must be one plain file name of 1 to {_NAME_MAX} printable "
+            f"characters, without / or \\, got {name[:80]!r}",
             ErrorType.INVALID_REQUEST,
         )
     return name
@@ -198,8 +205,8 @@ class DatasetStore:
         if 2 * size > free:
             raise DatasetError(
                 507,
-                f"Not enough disk space: storing {_mb(size)} MB needs {_mb(2 * size)} MB free, "
-                f"the data folder has {_mb(free)} MB",
+                f"Not enough disk space: storing {_size(size)} needs {_size(2 * size)} free, "
+                f"the data folder has {_size(free)}",
                 ErrorType.INSUFFICIENT_STORAGE,
             )
 
@@ -211,8 +218,8 @@ class DatasetStore:
             left = max(0, self.max_bytes - used)
             raise DatasetError(
                 413,
-                f"Dataset quota exceeded: {_mb(size)} MB do not fit in the {_mb(left)} MB left "
-                f"of {_mb(self.max_bytes)} MB (--max-data-gb; remove one with corteza datasets rm)",
+                f"Dataset quota exceeded: {_size(size)} do not fit in the {_size(left)} left of "
+                f"{_size(self.max_bytes)} (--max-data-gb; remove one with corteza datasets rm)",
                 ErrorType.QUOTA_EXCEEDED,
             )
 
@@ -367,5 +374,9 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f}"
+def _size(size: int) -> str:
+    """A size in the unit that reads best: ``26.4 kB``, ``1.5 MB``, ``20.0 GB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if abs(size) >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 1e3:.1f} kB"
