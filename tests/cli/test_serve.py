@@ -44,7 +44,7 @@ def test_serve_answers_and_stops_on_sigterm() -> None:
     [
         (["--input-dim", "30"], "error: transformer_heads (8) must divide input_dim (30)\n"),
         (["--lr", "-1"], "error: lr: Input should be greater than 0\n"),
-        (["--preset", "huge"], "Invalid value for '--preset'"),
+        (["--preset", "huge"], "Invalid value for '--preset': 'huge' is not one of 'default', "),
     ],
 )
 def test_serve_refuses_impossible_settings(args: list[str], message: str) -> None:

@@ -103,6 +103,13 @@ class Command(TyperCommand):
         _plain_help(self.get_params(ctx))
         super().format_help(ctx, formatter)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:  # typer checks choices with pydantic: drop its prefix
+            exc.message = exc.message.removeprefix("Value error, ")
+            raise
+
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = super().collect_usage_pieces(ctx)
         return [USAGE_REQUIRED.sub(lambda m: m[1].upper() + (m[2] or ""), p) for p in pieces]

@@ -184,7 +184,11 @@ def serve(
     """Run the training server (the seed's routes plus /docs)."""
     try:
         token = resolve_token(
-            host, tunnel=tunnel is not TunnelChoice.none, token=token, no_auth=no_auth
+            host,
+            tunnel=tunnel is not TunnelChoice.none,
+            token=token,
+            no_auth=no_auth,
+            any_page="*" in (origin.strip() for origin in cors_origins or []),
         )
     except SecurityConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

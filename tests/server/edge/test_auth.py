@@ -488,5 +488,9 @@ def test_any_web_page_allowed_needs_a_token() -> None:
     assert Settings(model=TINY, cors_origins=["https://app.example"]).token is None
     generated = resolve_token("127.0.0.1", tunnel=False, token=None, no_auth=False, any_page=True)
     assert generated is not None and len(generated) >= 32
-    with pytest.raises(SecurityConfigError, match=re.escape(problem)):
-        resolve_token("127.0.0.1", tunnel=False, token=None, no_auth=True, any_page=True)
+    result = CliRunner().invoke(cli, ["serve", "--cors-origin", "*", "--no-auth"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --cors-origin '*' lets every web page call this server: drop --no-auth (a token "
+        "is generated) or list the pages allowed\n"
+    )

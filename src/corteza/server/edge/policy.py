@@ -112,7 +112,10 @@ def resolve_token(
     if no_auth and tunnel:
         raise SecurityConfigError(TUNNEL_NEEDS_TOKEN)
     if no_auth and any_page:
-        raise SecurityConfigError(ANY_PAGE_NEEDS_TOKEN)
+        raise SecurityConfigError(
+            "--cors-origin '*' lets every web page call this server: drop --no-auth (a token "
+            "is generated) or list the pages allowed"
+        )
     if no_auth and exposed:
         raise SecurityConfigError(
             f"--no-auth is allowed only on a loopback address; {host} is reachable from other "
