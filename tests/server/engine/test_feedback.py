@@ -47,22 +47,24 @@ def test_validated_feedback_moves_the_dendrites_toward_the_target(
 
 
 def test_reward_weights_the_step(live_server: LiveServer) -> None:
-    """The step is on ``reward * loss``: reward 0 takes none, a positive reward steps to the target.
+    """The step's rate is ``feedback_lr × reward``: reward 0 takes none, 0.1 a tenth of a step.
 
-    (AdamW normalises the gradient, so rewards in (0, 1] give steps of about the same size.)
+    AdamW's first step moves each weight by about its rate, whatever the gradient's size.
     """
     X = np.random.default_rng(1).normal(size=(4, TINY.input_dim))
     head = "capa5.dendrites.0.weight"
+    lr = live_server.state.settings.feedback_lr
     with Client(live_server.url) as client:
         client.train_batch(X, [0, 1, 0, 1])
         before, start = snapshot_model(live_server.state), client.predict(X).dendrites
         zero = client.send_feedback(TARGET, validated=True, reward=0.0)
         unchanged = snapshot_model(live_server.state)
-        half = client.send_feedback(TARGET, validated=True, reward=0.5)
+        tenth = client.send_feedback(TARGET, validated=True, reward=0.1)
         after, moved = snapshot_model(live_server.state), client.predict(X).dendrites
-    assert zero.applied is True and half.applied is True
+    assert zero.applied is True and tenth.applied is True
     assert_same_model(before, unchanged)
-    assert not np.array_equal(unchanged["weights"][head].numpy(), after["weights"][head].numpy())
+    step = np.abs(after["weights"][head].numpy() - unchanged["weights"][head].numpy()).max()
+    assert 0.05 * lr < step <= 0.1 * lr * 1.01
     assert _mse(moved) < _mse(start)
 
 

@@ -3,7 +3,8 @@
 The server remembers the inputs of its recent batches by ``batch_id``
 (bounded by count and bytes). Validated feedback on a batch takes one step
 on the dendrite head alone, towards ``tanh(head(features)) == ajustes``,
-weighted by ``reward``; the rest of the network, and so the anomaly and
+its learning rate ``feedback_lr × reward`` (AdamW would normalise a weighted
+loss away, so the reward scales the rate); the rest of the network, and so the anomaly and
 coherence heads, do not move. Feedback that is not validated is recorded
 only. The head's feedback optimizer lives beside the training optimizer and
 is not part of checkpoints (the head's weights are).
@@ -67,6 +68,7 @@ class DendriteFeedback:
     def __init__(self, trainer: Trainer, lr: float) -> None:
         self.trainer = trainer
         self._head = trainer.model.capa5.dendrites
+        self.lr = lr  # a step's learning rate is this times its reward
         self._optimizer = torch.optim.AdamW(self._head.parameters(), lr=lr, weight_decay=0.0)
         # The trainer's precision, with a loss scaler of its own for this optimizer.
         self._mixed = MixedPrecision(trainer.precision, trainer.device)
@@ -146,7 +148,10 @@ class DendriteFeedback:
             loss = F.mse_loss(prediction, goal.expand_as(prediction))
         if trainer.shard is not None:
             loss = trainer.shard.feedback_loss(loss, share)
-        outcome = self._mixed.step(loss, self._optimizer, self._head.parameters(), weight=reward)
+        # AdamW normalises the gradient away: the reward scales the step through the rate.
+        for group in self._optimizer.param_groups:
+            group["lr"] = self.lr * reward
+        outcome = self._mixed.step(loss, self._optimizer, self._head.parameters())
         if not math.isfinite(outcome.loss):
             raise InvalidFeedbackError(
                 f"The dendrite loss of this feedback is {outcome.loss}; no step was taken"
