@@ -20,6 +20,7 @@ import types
 
 from corteza.server.distributed.control import Op, receive_header
 from corteza.server.distributed.group import DistributedGroup, leave
+from corteza.server.distributed.shard import weights_digest
 from corteza.server.engine.feedback import DendriteFeedback
 from corteza.server.engine.trainer import Trainer
 from corteza.server.settings import Settings
@@ -51,5 +52,11 @@ def follow(settings: Settings, group: DistributedGroup) -> None:
         elif op is Op.LOAD:
             trainer.share_state()
         operations += op is not Op.HEARTBEAT
-    logger.info("rank %d stops after %d operations", group.rank, operations)
+    logger.info(
+        "rank %d stops at step %d, weights %s (%d operations)",
+        group.rank,
+        trainer.step,
+        weights_digest(trainer.model),
+        operations,
+    )
     leave()

@@ -94,6 +94,7 @@ def launch(args: Sequence[str]) -> int:
     This process is the ranks' parent: they die with it (see
     :func:`~corteza.server.distributed.group.watch_parent`).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
@@ -104,6 +105,8 @@ def launch(args: Sequence[str]) -> int:
     except ChildFailedError as exc:
         logger.error("the ranks failed, restarts spent: %s", f"{exc!s:.500}")
         return 1
+    except SignalException as exc:  # SIGTERM or Ctrl-C: torchrun stopped the ranks first
+        logger.info("stopped by signal %d; the ranks have stopped", exc.sigval)
     return 0
 
 

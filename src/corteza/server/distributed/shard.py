@@ -19,6 +19,7 @@ scaler) is read from the all-reduced gradients, the same on every rank.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -52,6 +53,15 @@ def _target_rows(target: torch.Tensor | None, start: int, end: int) -> tuple[int
         return 0, 0
     rows = ~torch.isnan(target).any(dim=-1)
     return int(rows[start:end].sum()), int(rows.sum())
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every weight's bytes, in order: equal on every rank after every step."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class _Heads(torch.nn.Module):
@@ -138,6 +148,9 @@ class Shard:
         elif self.leader._thread is None:
             self.leader.start()
         return int(shared["step"])
+
+    def digest(self) -> str:
+        return weights_digest(self.model)
 
     # -- the other ranks --------------------------------------------------------------
 

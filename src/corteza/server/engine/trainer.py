@@ -221,6 +221,7 @@ class Trainer:
     def close(self) -> None:
         """Under torch.distributed: tell the other ranks to stop (rank 0)."""
         if self.shard is not None and self.shard.leader is not None:
+            logger.info("rank 0 stops at step %d, weights %s", self.step, self.shard.digest())
             self.shard.leader.stop()
 
     def _steps(self, tensors: Tensors, size: int, epochs: int, started: float) -> TrainResult:
