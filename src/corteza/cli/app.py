@@ -10,6 +10,7 @@ from corteza.cli import (
     connect,
     datasets,
     inspect,
+    jobs,
     make_data,
     predict,
     serve,
@@ -36,6 +37,7 @@ app.command("pull", cls=Command)(checkpoints.pull)
 app.command("push", cls=Command)(checkpoints.push)
 app.command("watch", cls=Command)(watch.watch)
 app.add_typer(datasets.app)
+app.add_typer(jobs.app)
 for _command in (inspect.status, inspect.info, inspect.metrics, inspect.diagnose, inspect.feedback):
     app.command(cls=Command)(_command)
 

@@ -26,10 +26,18 @@ from corteza.cli.common import (
     target,
 )
 from corteza.cli.interrupts import report_interrupted, sigterm_as_interrupt
+from corteza.cli.on_server import LrScheduleOption, OnServerOption, PatienceOption, train_on_server
 from corteza.cli.resume import forget, remember, run_for
-from corteza.cli.training import RunOptions, print_summary, run, server_for
+from corteza.cli.training import (
+    RunOptions,
+    print_summary,
+    run,
+    server_for,
+    split_holdout,
+    width_error,
+)
 from corteza.client import Client, InvalidDataError
-from corteza.client.data.datasets import Dataset, open_dataset, split
+from corteza.client.data.datasets import Dataset, open_dataset
 from corteza.client.data.plots import (
     LossHistory,
     TensorBoardScalars,
@@ -39,7 +47,6 @@ from corteza.client.data.plots import (
 )
 from corteza.client.data.synthetic import RECIPES, make_dataset
 from corteza.client.training.progress import BatchReport
-from corteza.wire import dimension_mismatch
 from corteza.wire.model_config import PRESETS
 
 EpochsOption = typer.Option(1, min=1, help="Passes over the data.")
@@ -121,6 +128,9 @@ def train(
     window: int = WindowOption,
     plot: Path | None = PlotOption,
     tensorboard_dir: Path | None = TensorBoardOption,
+    on_server: bool = OnServerOption,
+    lr_schedule: str = LrScheduleOption,
+    patience: int | None = PatienceOption,
     restart: bool = typer.Option(
         False,
         "--restart",
@@ -134,9 +144,14 @@ def train(
 
     Ctrl-C (or SIGTERM) stops it: it says at which batch, stops a local server, and
     exits 130 (with --json, a result with "interrupted": true). The same command
-    against the same server then resumes the run, unless --restart.
+    against the same server then resumes the run, unless --restart. With --on-server the
+    server trains it as a job (corteza jobs); Ctrl-C then detaches.
     """
     _check_options(until_loss, preset, as_json)
+    if on_server:
+        options = RunOptions(epochs, batch_size, seed, feedback_every, until_loss)
+        schedule = (lr_schedule, patience)
+        return train_on_server(data, server, token, options, holdout, schedule, as_json, debug)
     curves = Curves(plot, tensorboard_dir)
     curves.check()
     with clear_errors(debug, as_json=as_json):
@@ -321,14 +336,14 @@ def _train(
         if note is not None:  # the server answered: now the note is worth a line
             _say(note)
         if dataset.input_dim != info.input_dim:
-            raise _width_error(info.input_dim, dataset.input_dim, source)
+            raise width_error(info.input_dim, dataset.input_dim, source)
         if info.limits is not None and options.batch_size > info.limits.max_batch_samples:
             raise InvalidDataError(
                 f"--batch-size {options.batch_size} exceeds this server's "
                 f"{info.limits.max_batch_samples} samples per batch (its --max-batch-samples)",
                 error_type="batch_too_large",
             )
-        train_part, held = _split(dataset, holdout, options.seed, quiet=as_json)
+        train_part, held = split_holdout(dataset, holdout, options.seed, quiet=as_json)
         if not as_json:
             console.print(
                 f"Server {base}: {info.arquitectura.parametros_totales:,} parameters on "
@@ -376,23 +391,3 @@ def _recording(
 
 def _say(markup: str) -> None:
     console.print(markup, highlight=False, soft_wrap=True)
-
-
-def _width_error(expected: int, got: int, source: str) -> InvalidDataError:
-    """The server's words for a wrong width, naming the data; raised before any upload."""
-    error = dimension_mismatch(expected, got)
-    return InvalidDataError(f"{error.message} ({source})", error_type=error.error_type.value)
-
-
-def _split(
-    dataset: Dataset, holdout: float, seed: int, *, quiet: bool
-) -> tuple[Dataset, Dataset | None]:
-    """Hold out a share for ROC-AUC, unless there is too little data to split."""
-    if not holdout:
-        return dataset, None
-    if not 0 < round(holdout * len(dataset)) < len(dataset):
-        if not quiet:
-            count = "1 sample" if len(dataset) == 1 else f"{len(dataset)} samples"
-            console.print(f"Only {count}: training on all, none held out.")
-        return dataset, None
-    return split(dataset, holdout, seed=seed)

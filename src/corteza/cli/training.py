@@ -21,10 +21,11 @@ from corteza.cli.common import console
 from corteza.cli.predict import score
 from corteza.cli.progress import training_progress
 from corteza.client import Client, InvalidDataError, LocalServer
-from corteza.client.data.datasets import Dataset
+from corteza.client.data.datasets import Dataset, split
 from corteza.client.data.metrics import roc_auc
 from corteza.client.training.fit import fit
 from corteza.client.training.progress import BatchReport, FitSummary
+from corteza.wire import dimension_mismatch
 from corteza.wire.model_config import PRESETS
 
 # The stream logs each of its events and hands it to on_event too, where the run
@@ -255,3 +256,23 @@ def print_summary(result: dict[str, Any]) -> None:
             f"loss <= {result['until_loss']}", "yes" if result["reached_target"] else "no"
         )
     Console().print(table)
+
+
+def width_error(expected: int, got: int, source: str) -> InvalidDataError:
+    """The server's words for a wrong width, naming the data; raised before any upload."""
+    error = dimension_mismatch(expected, got)
+    return InvalidDataError(f"{error.message} ({source})", error_type=error.error_type.value)
+
+
+def split_holdout(
+    dataset: Dataset, holdout: float, seed: int, *, quiet: bool
+) -> tuple[Dataset, Dataset | None]:
+    """Hold out a share for ROC-AUC, unless there is too little data to split."""
+    if not holdout:
+        return dataset, None
+    if not 0 < round(holdout * len(dataset)) < len(dataset):
+        if not quiet:
+            count = "1 sample" if len(dataset) == 1 else f"{len(dataset)} samples"
+            console.print(f"Only {count}: training on all, none held out.")
+        return dataset, None
+    return split(dataset, holdout, seed=seed)
