@@ -111,7 +111,9 @@ def _headers(offset: int | None = None, **more: str) -> dict[str, str]:
     return headers
 
 
-@router.options("/uploads", summary="tus: the protocol version and extensions served")
+@router.options(
+    "/uploads", status_code=204, summary="tus: the protocol version and extensions served"
+)
 async def upload_options(state: StateDep) -> Response:
     quota = state.datasets.max_bytes
     extra = {} if quota is None else {"Tus-Max-Size": str(quota)}
@@ -150,7 +152,11 @@ async def create_upload(request: Request, state: StateDep) -> Response:
     return Response(status_code=201, headers=_headers(offset, Location=location))
 
 
-@router.head("/uploads/{upload_id}", summary="tus: how many bytes of the upload arrived")
+@router.head(
+    "/uploads/{upload_id}",
+    summary="tus: how many bytes of the upload arrived",
+    responses=error_responses(404, 412),
+)
 async def upload_offset(upload_id: str, request: Request, state: StateDep) -> Response:
     _tus(request)
     try:
@@ -227,7 +233,12 @@ async def _receive(request: Request, uploads: DatasetUploads, upload: Upload, of
     return offset
 
 
-@router.delete("/uploads/{upload_id}", status_code=204, summary="tus: abandon an upload")
+@router.delete(
+    "/uploads/{upload_id}",
+    status_code=204,
+    summary="tus: abandon an upload",
+    responses=error_responses(404, 412),
+)
 async def upload_terminate(upload_id: str, request: Request, state: StateDep) -> Response:
     _tus(request)
     if not await run_in_threadpool(state.dataset_uploads.discard, upload_id):
@@ -253,7 +264,11 @@ async def list_datasets(state: StateDep) -> DatasetList:
     )
 
 
-@router.head("/{sha256}", summary="200 when the server has this dataset, 404 when not")
+@router.head(
+    "/{sha256}",
+    summary="200 when the server has this dataset, 404 when not",
+    responses={400: {"description": "not a sha256"}, 404: {"description": "not here"}},
+)
 async def has_dataset(sha256: str, state: StateDep) -> Response:
     try:
         check_sha256(sha256)
