@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from corteza.client import Client
 from corteza.model import ModelConfig
@@ -106,10 +105,9 @@ def test_two_ranks_train_what_one_process_trains(tmp_path: Path) -> None:
             diff = float(gap.max())
             assert diff <= TOLERANCE, f"{name} differs by {diff:.3g}"
         local = reloaded.trainer.predict(probe.astype(np.float32))
-        assert torch.equal(
-            torch.from_numpy(local.probabilities), torch.from_numpy(served.anomaly_prob)
-        )
-        np.testing.assert_array_equal(local.dendrites, served.dendrites)
+        # rank 0 predicts alone, with one thread; this process with its own: rounding apart
+        np.testing.assert_allclose(local.probabilities, served.anomaly_prob, atol=1e-6)
+        np.testing.assert_allclose(local.dendrites, served.dendrites, atol=1e-6)
         digest = weights_digest(reloaded.trainer.model)
     finally:
         reloaded.close()

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from corteza._version import __version__
 from corteza.model import ModelConfig
 from corteza.server.edge.deps import StateDep
+from corteza.server.edge.routes.monitoring import distributed_field
 from corteza.server.engine.device import device_label
 from corteza.wire import PROTOCOL_VERSION, DiagnosticResponse, InfoResponse
 
@@ -84,6 +85,7 @@ async def info(state: StateDep) -> InfoResponse:
                 "max_batch_samples": state.settings.max_batch_samples,
                 "max_seq_len": state.settings.max_seq_len,
             },
+            **distributed_field(state),
         }
     )
 

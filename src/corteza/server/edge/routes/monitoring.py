@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from fastapi import APIRouter
@@ -10,7 +11,7 @@ from fastapi import APIRouter
 from corteza._version import __version__
 from corteza.server.edge.deps import StateDep
 from corteza.server.engine.answers import now_iso
-from corteza.server.state import MODEL_NAME
+from corteza.server.state import MODEL_NAME, ServerState
 from corteza.wire import PROTOCOL_VERSION, HealthResponse, MetricsResponse, StatusResponse
 
 router = APIRouter(tags=["monitoring"])
@@ -36,8 +37,16 @@ async def status(state: StateDep) -> StatusResponse:
             "queue_depth": state.worker.queue_depth,
             "checkpoints": state.checkpointer.health(),
             "runs": len(state.runs),
+            **distributed_field(state),
         }
     )
+
+
+def distributed_field(state: ServerState) -> dict[str, Any]:
+    """``{"distributed": {"world_size", "backend", "nodes"}}`` under torch.distributed; ``{}``
+    in one process."""
+    group = state.trainer.group
+    return {} if group is None else {"distributed": group.describe()}
 
 
 @router.get("/metricas", response_model=MetricsResponse, summary="Recent losses and trend")

@@ -206,6 +206,11 @@ function showStatus(status) {
   setText("card-device", s.dispositivo);
   setText("card-device-name", [s.device_name, s.device].filter(Boolean).join(" · "));
   setText("card-precision", s.precision ? `precision ${s.precision}` : "");
+  const d = status.distributed;
+  setText(
+    "card-ranks",
+    d ? `${d.world_size} ranks · ${d.backend} · ${d.nodes} node${d.nodes === 1 ? "" : "s"}` : "",
+  );
   const onGpu = String(s.device || s.dispositivo).toLowerCase().startsWith("cuda");
   setText("card-gpu", onGpu ? `${s.gpu_memoria_mb.toFixed(0)} MB` : "–");
   let reserved = "no GPU";
