@@ -226,3 +226,20 @@ def test_the_event_parser_survives_any_chunking(page: Page, server: LiveServer) 
         {"id": "7", "event": "batch_trained", "data": '{"a":1}'},
         {"id": None, "event": "message", "data": "x\ny"},
     ]
+
+
+def test_the_page_shows_the_running_job_and_its_epochs(page: Page, server: LiveServer) -> None:
+    data = make_dataset(400, input_dim=TINY.input_dim, seed=9)
+    sha = server.state.datasets.add_arrays(data.X, data.y, name="sensor.npz").sha256
+    page.goto(f"{server.url}/#token={TOKEN}")
+    expect(page.locator("#connection")).to_have_text("live")
+    with Client(server.url, token=TOKEN) as client:
+        job = client.start_job(sha, epochs=3, batch_size=16)
+        final = list(client.watch_job(job.id, interval=0.05))[-1]
+    expect(page.locator("#job-panel")).to_be_visible()
+    expect(page.locator("#job-title")).to_have_text(f"{job.id} · finished · sensor.npz")
+    expect(page.locator("#job-progress")).to_contain_text("epoch 3/3 · batch 60/60 · 960 samples")
+    expect(page.locator("#job-epochs tbody tr")).to_have_count(3)
+    aucs = page.locator("#job-epochs tbody tr td:nth-child(3)").all_inner_texts()
+    assert aucs == [f"{e.holdout_auc:.4f}" for e in final.epochs_scored]
+    expect(page.locator("#events .type[data-type=job_finished]").first).to_be_visible()

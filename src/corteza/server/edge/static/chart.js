@@ -9,6 +9,9 @@ function cssColor(name) {
 }
 
 const formatLoss = (_, v) => (v == null ? "–" : v.toFixed(4));
+// Steps are whole numbers: ticks 1, 2, 5, 10, 20, 50... apart, never 0.5.
+const STEP_INCREMENTS = Array.from({ length: 30 }, (_, i) => [1, 2, 5][i % 3] * 10 ** Math.floor(i / 3));
+const formatSteps = (_, splits) => splits.map((v) => (Number.isInteger(v) ? v.toLocaleString("en-US") : ""));
 
 export class LossChart {
   // The point count is kept on the element as data-points.
@@ -40,12 +43,12 @@ export class LossChart {
       height: HEIGHT,
       scales: { x: { time: false } },
       series: [
-        { label: "step" },
+        { label: "step", value: (_, v) => (v == null ? "–" : Math.round(v).toLocaleString("en-US")) },
         { ...line, label: "loss", width: 2, alpha: 0.35 },
         { ...line, label: "moving average", width: 2.5 },
       ],
       axes: [
-        { ...axis, label: "step" },
+        { ...axis, label: "step", incrs: STEP_INCREMENTS, values: formatSteps },
         { ...axis, label: "loss" },
       ],
     };

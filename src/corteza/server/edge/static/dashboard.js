@@ -247,6 +247,15 @@ function describe(type, e) {
     case "run_finished":
       return `run ${e.run_id} · ${formatInt(e.batches)} batches · last loss ` +
         formatLoss(e.last_loss);
+    case "job_queued":
+    case "job_started":
+      return `job ${e.job_id}` + (e.resumed_at ? ` resumed at batch ${formatInt(e.resumed_at)}` : "");
+    case "job_epoch":
+      return `job ${e.job_id} · epoch ${e.epoch + 1}/${e.epochs}` +
+        (e.holdout_auc == null ? "" : ` · holdout ROC-AUC ${e.holdout_auc.toFixed(4)}`) +
+        (e.improved ? " · best" : "");
+    case "job_finished":
+      return `job ${e.job_id} · ${e.state} (${e.stop_reason}) · ${formatInt(e.samples)} samples`;
     case "stalled":
       return `no batch for ${Math.round(e.idle_seconds)} s (step ${formatInt(e.last_step)})`;
     default: {
@@ -285,9 +294,43 @@ function remember(type, event) {
   $("events").replaceChildren(...rows);
 }
 
+// ------------------------------------------------------------------------ jobs
+
+// The running job (else the newest): dataset, epoch, cursor, and each epoch's holdout score.
+async function pollJobs() {
+  const response = await api("v1/jobs");
+  if (!response.ok) return; // an older server has no jobs
+  const { jobs } = await response.json();
+  const job = jobs.find((j) => j.state === "running") || jobs[jobs.length - 1];
+  $("job-panel").hidden = !job;
+  if (!job) return;
+  const name = job.dataset_name || job.spec.dataset.slice(0, 16);
+  setText("job-title", `${job.id} · ${job.state} · ${name}`);
+  const epoch = Math.min(job.epoch + 1, job.spec.epochs);
+  setText(
+    "job-progress",
+    `epoch ${epoch}/${job.spec.epochs} · batch ${formatInt(job.cursor)}/` +
+      `${formatInt(job.total_batches)} · ${formatInt(job.samples_trained)} samples` +
+      (job.best_auc == null ? "" : ` · best holdout ROC-AUC ${job.best_auc.toFixed(4)}`),
+  );
+  const rows = job.epochs_scored.map((e) => {
+    const row = document.createElement("tr");
+    const cells = [
+      `${e.epoch + 1}${e.epoch === job.best_epoch ? " *" : ""}`,
+      formatLoss(e.train_loss),
+      e.holdout_auc == null ? "–" : e.holdout_auc.toFixed(4),
+      formatLoss(e.holdout_loss),
+    ];
+    row.append(...cells.map((text) => Object.assign(document.createElement("td"), { textContent: text })));
+    return row;
+  });
+  $("job-epochs").tBodies[0].replaceChildren(...rows);
+}
+
 async function poll() {
   try {
     const [status, metrics] = await Promise.all([apiJson("status"), apiJson("metricas")]);
+    await pollJobs();
     showStatus(status);
     setText("card-trend", TRENDS[metrics.tendencia] || metrics.tendencia);
     if (state.polling) setConnection("polling", "polling");
