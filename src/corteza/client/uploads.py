@@ -31,8 +31,14 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 
 from corteza.client.backoff import Backoff
-from corteza.client.calls import Call, M
-from corteza.client.errors import InvalidDataError, NotFoundError, ProtocolError, raise_for_error
+from corteza.client.calls import GATEWAY_STATUSES, Call, M
+from corteza.client.errors import (
+    InvalidDataError,
+    NotFoundError,
+    ProtocolError,
+    TimeoutException,
+    raise_for_error,
+)
 from corteza.wire.data_files import check_data_path
 from corteza.wire.datasets import (
     DATASET_HEADER,
@@ -51,7 +57,11 @@ CHUNK_SIZE = 32 * 1024 * 1024  # bytes per PATCH: under the server's 64 MiB cap 
 PIECE = 1 << 20  # bytes read from the file (and reported to ``progress``) at a time
 RESUME_TRIES = 6  # failures in a row, without a byte of progress, before giving up
 RESUME_BACKOFF = Backoff(0.25, 4.0)
-RESUMABLE_STATUSES = frozenset({409, 423, 502, 503, 504})
+STORE_WAIT_S = 3600.0  # longest wait for the server to check and store a whole file
+STORE_POLL_S = 1.0
+# Answers after which the server's offset is asked and the upload goes on: the offset
+# moved (409), another request still writes (423), a gateway or a restarting server.
+RESUMABLE_STATUSES = frozenset({409, 423}) | GATEWAY_STATUSES
 
 #: ``progress(bytes the server has, file size)``; first called with the offset it resumes from.
 UploadProgress = Callable[[int, int], None]
@@ -95,7 +105,8 @@ def upload_dataset(
     location, offset = _create(http, path.name, sha256, size)
     if progress is not None:
         progress(offset, size)
-    failures = 0
+    failures = 0  # in a row, without progress
+    storing_since: float | None = None  # the server had every byte; it was storing them
     while True:
         try:
             response = _patch(
@@ -111,23 +122,38 @@ def upload_dataset(
                 if moved > offset:
                     offset, failures = moved, 0
                     continue
-                reason = f"the server stayed at {moved}"
+                reason = f"the server stayed at byte {moved}"
             elif response.status_code in RESUMABLE_STATUSES:
                 reason = f"HTTP {response.status_code}"
             else:
                 raise_for_error(response)  # the 422 naming the first bad row, a 413...
                 raise ProtocolError(f"{location} answered {response.status_code}")
-        failures += 1
-        if failures >= RESUME_TRIES:
-            raise httpx.TransportError(f"upload of {path.name} stopped at byte {offset}: {reason}")
-        time.sleep(RESUME_BACKOFF.delay(failures - 1))
-        known = _offset(http, location)
+        if offset == size:  # every byte is there: the server is checking and storing them
+            storing_since = storing_since or time.monotonic()
+            if time.monotonic() - storing_since > STORE_WAIT_S:
+                raise TimeoutException(
+                    f"the server has all of {path.name} but did not store it within "
+                    f"{STORE_WAIT_S:g} s ({reason})"
+                )
+            time.sleep(STORE_POLL_S)
+        else:
+            failures += 1
+            if failures >= RESUME_TRIES:
+                raise httpx.TransportError(
+                    f"upload of {path.name} stopped at byte {offset}: {reason}"
+                )
+            time.sleep(RESUME_BACKOFF.delay(failures - 1))
+        try:
+            known = _offset(http, location)
+        except httpx.TransportError as exc:  # the server is restarting: try again
+            logger.info("upload of %s: no offset yet (%s)", path.name, exc)
+            continue
         if known is None:  # the upload is over: stored by a request whose answer was lost?
             if has_dataset(http, sha256):
                 return sha256
             raise NotFoundError(
-                f"The upload of {path.name} is gone from the server (refused or expired): "
-                "upload it again",
+                f"The upload of {path.name} is gone from the server (refused or expired, "
+                "and its answer lost): upload it again to see why",
                 status=404,
                 error_type="not_found",
             )

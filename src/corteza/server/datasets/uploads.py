@@ -118,7 +118,7 @@ class DatasetUploads:
                     f"one idle for {self.ttl_s / 3600:g} h is dropped",
                     ErrorType.INVALID_REQUEST,
                 )
-            reserved = sum(u.length - self._size(u.id) for u in self._uploads.values())
+            reserved = sum(u.length for u in self._uploads.values())
             self.store.room_for(length, reserved=reserved)
             upload = Upload(uuid.uuid4().hex, sha256, name, length, time.time())
             self.base.mkdir(parents=True, exist_ok=True)

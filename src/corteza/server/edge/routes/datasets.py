@@ -189,16 +189,15 @@ async def upload_append(upload_id: str, request: Request, state: StateDep) -> Re
         upload = uploads.begin(upload_id, offset)
     except DatasetError as exc:
         raise _refused(exc) from exc
-    try:
+    try:  # the upload stays claimed until it is stored: a retry meanwhile is a 423
         offset = await _receive(request, uploads, upload, offset)
-    finally:
-        uploads.end(upload_id)
-    if offset < upload.length:
-        return Response(status_code=204, headers=_headers(offset))
-    try:
+        if offset < upload.length:
+            return Response(status_code=204, headers=_headers(offset))
         stored = await run_in_threadpool(uploads.complete, upload, state.settings.model.input_dim)
     except DatasetError as exc:
         raise _refused(exc) from exc
+    finally:
+        uploads.end(upload_id)
     return Response(status_code=204, headers=_headers(offset, **{DATASET_HEADER: stored.sha256}))
 
 
