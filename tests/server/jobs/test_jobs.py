@@ -77,7 +77,8 @@ def test_a_job_trains_every_sample_epochs_times_and_scores_every_epoch(
     assert kept.parent.name == f"job-{job['id']}"
     verify_checkpoint(kept)  # the best epoch's checkpoint, whole, outside the rotation
     assert kept.name == record["epochs_scored"][best]["checkpoint"]
-    assert kept.name not in {p.name for p in list_checkpoints(tmp_path / "ckpt")} or best == 2
+    assert all(p.parent == tmp_path / "ckpt" for p in list_checkpoints(tmp_path / "ckpt"))
+    assert status["feedback"]["recibido"] == 30 // 4  # every 4th batch, as corteza train sends
     assert [j["id"] for j in listed] == [job["id"]]
     events = [e for e in server.state.events.recent() if e.type.startswith("job_")]
     kinds = [e.type for e in events]
@@ -188,3 +189,32 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
     assert status["total_batches"] == stopped["cursor"]  # nothing trains after the answer
     assert status["total_muestras"] == stopped["samples_trained"] == stopped["cursor"] * 8
     assert np.isfinite(stopped["last_loss"])
+
+
+def test_until_loss_stops_a_job_after_the_batches_in_flight(server: LiveServer) -> None:
+    sha = _dataset(server)
+    with server.http() as http:
+        spec = {"dataset": sha, "epochs": 5, "batch_size": BATCH, "until_loss": 50.0}
+        record = wait_job(http, http.post("/v1/jobs", json=spec).json()["id"])
+    assert (record["state"], record["stop_reason"]) == ("finished", "until_loss")
+    assert record["reached_target"]
+    assert record["cursor"] in (5, 6)  # 5 losses to average, and at most one more in flight
+    assert server.state.stats.total_samples == record["samples_trained"] == record["cursor"] * 16
+
+
+def test_patience_stops_a_job_whose_holdout_does_not_improve(tmp_path: Path) -> None:
+    # A rate this small leaves float32 weights as they are: the holdout score never moves.
+    settings = Settings(model=TINY, seed=0, lr=1e-12, device="cpu", checkpoint_dir=tmp_path)
+    live = start_server(settings)
+    try:
+        sha = _dataset(live)
+        with live.http() as http:
+            spec = {"dataset": sha, "epochs": 10, "batch_size": 40, "patience": 2}
+            record = wait_job(http, http.post("/v1/jobs", json=spec).json()["id"])
+    finally:
+        stop_server(live)
+    assert (record["state"], record["stop_reason"]) == ("finished", "patience")
+    assert record["best_epoch"] == 0
+    assert [e["epoch"] for e in record["epochs_scored"]] == [0, 1, 2]
+    assert [e["improved"] for e in record["epochs_scored"]] == [True, False, False]
+    assert record["samples_trained"] == 160 * 3

@@ -138,7 +138,7 @@ class JobTraining:
             return
         try:
             await self.worker.give_feedback(answer.get("batch_id"), adjustments, validated, 1.0)
-        except (KeyError, ValueError) as exc:  # a batch forgotten meanwhile: skip this one
+        except (LookupError, ValueError) as exc:  # a batch forgotten meanwhile: skip this one
             logger.info("job feedback skipped: %s", exc)
 
     def recent_losses(self, run_id: str, seq: int) -> list[float]:
