@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,14 @@ import httpx
 import numpy as np
 import pytest
 
-from corteza.client import Client, InvalidBatchError, InvalidDataError, PayloadTooLargeError
+from corteza.client import (
+    AsyncClient,
+    Client,
+    InvalidBatchError,
+    InvalidDataError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from corteza.client.uploads import PIECE
 from corteza.server import Settings
 from tests.conftest import TINY, LiveServer, start_server, stop_server
@@ -157,3 +165,23 @@ def test_the_quota_refuses_an_upload_before_it_starts(tmp_path: Path) -> None:
         assert listing.uploads == [] and listing.datasets == []
     finally:
         stop_server(live)
+
+
+def test_the_async_client_uploads_lists_and_deletes(
+    client: Client, server: LiveServer, tmp_path: Path
+) -> None:
+    path = _data(tmp_path / "async.npz", 60)
+
+    async def run() -> tuple[str, list[str], list[str]]:
+        async with AsyncClient(server.url) as c:
+            sha = await c.upload_dataset(path)
+            listed = [d.sha256 for d in (await c.datasets()).datasets]
+            await c.delete_dataset(sha)
+            with pytest.raises(NotFoundError) as gone:
+                await c.delete_dataset(sha)
+            assert str(gone.value) == f"No dataset {sha} on this server"
+            return sha, listed, [d.sha256 for d in (await c.datasets()).datasets]
+
+    sha, listed, after = asyncio.run(run())
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (listed, after) == ([sha], [])
