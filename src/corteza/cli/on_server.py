@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from corteza.cli.common import EXIT_BAD_INPUT, clear_errors, console, fail, target
+from corteza.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, clear_errors, console, fail, target
 from corteza.cli.datasets import upload_bar
 from corteza.cli.jobs import follow
 from corteza.cli.training import RunOptions
@@ -83,8 +83,16 @@ def train_on_server(
                 highlight=False,
                 soft_wrap=True,
             )
-        with upload_bar(data.name, quiet=as_json) as bar:
-            sha256 = client.upload_dataset(data, progress=bar)
+        try:
+            with upload_bar(data.name, quiet=as_json) as bar:
+                sha256 = client.upload_dataset(data, progress=bar)
+        except KeyboardInterrupt:
+            fail(
+                "interrupted during the upload: the same command resumes it where it stopped",
+                EXIT_INTERRUPTED,
+                as_json=as_json,
+                error_type="interrupted",
+            )
         job = client.start_job(
             sha256,
             epochs=options.epochs,
