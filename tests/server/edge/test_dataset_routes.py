@@ -233,3 +233,21 @@ def test_an_upload_survives_a_server_restart(tmp_path: Path) -> None:
             assert http.get(f"/v1/datasets/{sha}").json()["samples"] == 40
     finally:
         stop_server(live)
+
+
+def test_a_data_folder_that_cannot_be_written_is_a_507(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the folder should be")
+    live = start_server(Settings(model=TINY, seed=0, device="cpu", data_dir=tmp_path / "data"))
+    try:
+        with live.http() as http:
+            data = _npz()
+            answer = _create(http, data, hashlib.sha256(data).hexdigest())
+            assert answer.status_code == 507
+            assert answer.json() == {
+                "status": "error",
+                "error": "The server cannot write its data folder (Not a directory); see its log",
+                "error_type": "insufficient_storage",
+            }
+            assert http.get("/v1/datasets").json()["uploads"] == []
+    finally:
+        stop_server(live)

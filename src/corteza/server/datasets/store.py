@@ -98,6 +98,16 @@ class StoredDataset:
         }
 
 
+def unwritable(exc: OSError) -> DatasetError:
+    """A 507 for a data folder that cannot be written (a full disk); the details to the log."""
+    logger.error("the data folder cannot be written: %s", exc, exc_info=exc)
+    return DatasetError(
+        507,
+        f"The server cannot write its data folder ({exc.strerror or exc}); see its log",
+        ErrorType.INSUFFICIENT_STORAGE,
+    )
+
+
 def check_sha256(sha256: str) -> str:
     """A dataset id from the other side: 64 lowercase hex digits, or a 400 naming it."""
     if not SHA256.fullmatch(sha256):
@@ -312,10 +322,9 @@ class DatasetStore:
     def _store(
         self, sha256: str, name: str, input_dim: int, arrays: dict[str, NDArray[np.float32]]
     ) -> StoredDataset:
-        self.root.mkdir(parents=True, exist_ok=True)
         temp = self.root / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
-        temp.mkdir()
         try:
+            temp.mkdir(parents=True)
             files = {"inputs": arrays["X"], "labels": arrays["y"]}
             files.update({key: arrays[key] for key in TARGETS if key in arrays})
             size = 0
@@ -343,8 +352,10 @@ class DatasetStore:
                 self._check_quota(size)
                 temp.rename(self.root / sha256)
                 fsync_dir(self.root)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(temp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise unwritable(exc) from exc
             raise
         logger.info(
             "dataset %s stored: %s, %d samples, %d bytes", sha256[:12], name, meta["samples"], size

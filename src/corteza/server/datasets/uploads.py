@@ -17,6 +17,7 @@ upload is removed whatever the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from corteza.server.datasets.store import (
     StoredDataset,
     check_name,
     check_sha256,
+    unwritable,
 )
 from corteza.wire import ErrorType
 from corteza.wire.data_files import FORMATS
@@ -121,12 +123,17 @@ class DatasetUploads:
             reserved = sum(u.length for u in self._uploads.values())
             self.store.room_for(length, reserved=reserved)
             upload = Upload(uuid.uuid4().hex, sha256, name, length, time.time())
-            self.base.mkdir(parents=True, exist_ok=True)
-            self._part(upload.id).touch()
             meta = self._meta(upload.id)
-            temp = meta.with_suffix(".tmp")
-            temp.write_text(json.dumps(asdict(upload)), encoding="utf-8")
-            os.replace(temp, meta)
+            try:
+                self.base.mkdir(parents=True, exist_ok=True)
+                self._part(upload.id).touch()
+                temp = meta.with_suffix(".tmp")
+                temp.write_text(json.dumps(asdict(upload)), encoding="utf-8")
+                os.replace(temp, meta)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self._part(upload.id).unlink(missing_ok=True)
+                raise unwritable(exc) from exc
             self._uploads[upload.id] = upload
         logger.info("dataset upload %s started: %s, %d bytes", upload.id, name, length)
         return upload, 0
@@ -163,9 +170,12 @@ class DatasetUploads:
 
     def write(self, upload: Upload, data: bytes) -> int:
         """Append ``data`` (the caller checked it fits ``length``); the new offset."""
-        with self._part(upload.id).open("ab") as fh:
-            fh.write(data)
-            size = fh.tell()
+        try:
+            with self._part(upload.id).open("ab") as fh:
+                fh.write(data)
+                size = fh.tell()
+        except OSError as exc:  # a full disk: what was written stays, the offset says so
+            raise unwritable(exc) from exc
         with self._lock:
             self.received_bytes += len(data)
         return size
