@@ -223,8 +223,15 @@ def test_an_upload_survives_a_server_restart(tmp_path: Path) -> None:
             assert _patch(http, location, data[:500], 0).status_code == 204
     finally:
         stop_server(live)
+    strays = settings.data_root / ".uploads"
+    (strays / "left-by-hand").mkdir()
+    (strays / f"{'0' * 32}.part").write_bytes(b"an upload without a record")
     live = start_server(settings)
     try:
+        assert sorted(p.name for p in strays.iterdir()) == [
+            f"{location.rsplit('/', 1)[1]}.json",
+            f"{location.rsplit('/', 1)[1]}.part",
+        ]
         with live.http() as http:
             again = _create(http, data, sha)  # found by its hash: the same upload
             assert (again.headers["location"], again.headers["upload-offset"]) == (location, "500")

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -240,8 +241,11 @@ class DatasetUploads:
             if _UPLOAD_ID.fullmatch(upload.id) and meta.stem == upload.id:
                 self._uploads[upload.id] = upload
         for path in self.base.iterdir():
-            if path.stem not in self._uploads:
-                path.unlink(missing_ok=True)
+            if path.stem not in self._uploads or path.suffix == ".tmp":
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
     def _expire(self) -> None:
         """Drop uploads no request has touched for ``ttl_s``."""
