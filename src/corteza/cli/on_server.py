@@ -33,7 +33,8 @@ OnServerOption = typer.Option(
 LrScheduleOption = typer.Option(
     DEFAULT_LR_SCHEDULE,
     "--lr-schedule",
-    help="With --on-server: none (the server's rate) or cosine (warmup, then decay to a tenth).",
+    help="With --on-server: cosine (warmup, then decay to a tenth of the server's rate) or "
+    "none (the server's rate throughout).",
 )
 PatienceOption = typer.Option(
     None,
