@@ -136,6 +136,26 @@ def watch_parent() -> None:
         os._exit(1)  # the launcher is gone already
 
 
+def _store(world: int, timeout: timedelta) -> dist.Store | None:
+    """The rendezvous store, its keys under this attempt's prefix.
+
+    torchrun's agent keeps one store across the restarts of the group; without
+    a prefix of their own, the ranks of a restart would read the addresses the
+    ranks before them left there and fail to connect. None: ``env://`` as usual.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=False,
+        timeout=timeout,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"corteza/attempt_{attempt}/", store)
+
+
 def join(settings: Settings) -> DistributedGroup | None:
     """Join the group torchrun started; None when this is the only process.
 
@@ -154,7 +174,9 @@ def join(settings: Settings) -> DistributedGroup | None:
     timeout = timedelta(seconds=settings.distributed_timeout_s)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, timeout=timeout, world_size=world, rank=rank)
+    dist.init_process_group(
+        backend, timeout=timeout, world_size=world, rank=rank, store=_store(world, timeout)
+    )
     control = dist.new_group(backend="gloo", timeout=timeout)
     here = f"{socket.gethostname()} {device}"
     if device.type == "cuda":
