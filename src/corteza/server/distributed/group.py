@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import PrefixStore, Store, TCPStore
 
 from corteza.server.engine.device import device_name
 from corteza.server.settings import Settings
@@ -136,7 +137,7 @@ def watch_parent() -> None:
         os._exit(1)  # the launcher is gone already
 
 
-def _store(world: int, timeout: timedelta) -> dist.Store | None:
+def _store(world: int, timeout: timedelta) -> Store | None:
     """The rendezvous store, its keys under this attempt's prefix.
 
     torchrun's agent keeps one store across the restarts of the group; without
@@ -145,7 +146,7 @@ def _store(world: int, timeout: timedelta) -> dist.Store | None:
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    store = dist.TCPStore(
+    store = TCPStore(
         os.environ["MASTER_ADDR"],
         int(os.environ["MASTER_PORT"]),
         world,
@@ -153,7 +154,7 @@ def _store(world: int, timeout: timedelta) -> dist.Store | None:
         timeout=timeout,
     )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"corteza/attempt_{attempt}/", store)
+    return PrefixStore(f"corteza/attempt_{attempt}/", store)
 
 
 def join(settings: Settings) -> DistributedGroup | None:
