@@ -70,7 +70,7 @@ class EpochScore(BaseModel):
     holdout_loss: float | None = None  # binary cross-entropy of the anomaly probability
     improved: bool = False  # the best holdout ROC-AUC so far
     checkpoint: str | None = None  # the checkpoint saved at the epoch's end
-    seconds: float = 0.0  # of the epoch's training and scoring, in this process
+    seconds: float = 0.0  # of the epoch's training and scoring in this process (not the save)
 
 
 class JobRecord(BaseModel):

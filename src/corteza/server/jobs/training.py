@@ -170,6 +170,7 @@ class JobTraining:
             score = await score_holdout(
                 self.worker, plan.dataset.inputs, plan.dataset.labels, plan.held_rows
             )
+        seconds = time.monotonic() - started  # training and scoring; the save comes after
         checkpoint = await self.save_checkpoint()
         auc = None if score is None else score.auc
         improved = auc is not None and (job.best_auc is None or auc > job.best_auc)
@@ -186,7 +187,7 @@ class JobTraining:
             holdout_loss=None if score is None else score.loss,
             improved=improved,
             checkpoint=None if checkpoint is None else checkpoint.name,
-            seconds=time.monotonic() - started,
+            seconds=seconds,
         )
         job.epochs_scored = [e for e in job.epochs_scored if e.epoch != epoch] + [entry]
         await save()
