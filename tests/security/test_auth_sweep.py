@@ -105,7 +105,10 @@ def existing(secured_server: LiveServer, secured_http: httpx.Client) -> dict[str
     dataset = secured_server.state.datasets.add_arrays(
         np.zeros((2, TINY.input_dim), np.float32), np.zeros(2)
     )
+    job = secured_http.post("/v1/jobs", json={"dataset": dataset.sha256, "holdout": 0})
+    assert job.status_code == 201, job.text
     return {
+        "job_id": job.json()["id"],
         "sha256": dataset.sha256,
         "run_id": "sweep",
         "name": "model.safetensors",
@@ -121,6 +124,7 @@ def _bodies() -> dict[str, dict[str, Any]]:
         "/train_layer2": {"json": {"samples": samples(2, TINY.input_dim)}},
         "/feedback_dendritas": {"json": feedback},
         "/v1/predict": {"json": {"inputs": [[0.0] * TINY.input_dim]}},
+        "/v1/jobs": {"json": {"dataset": "0" * 64, "holdout": 0}},
         "/v1/checkpoint/uploads/{upload_id}/{name}": {"content": b"chunk"},
     }
 
