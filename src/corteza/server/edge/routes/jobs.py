@@ -29,7 +29,7 @@ def _refused(exc: JobError) -> ApiError:
     status_code=201,
     response_model=JobRecord,
     summary="Queue a job",
-    responses=error_responses(404, 422),
+    responses=error_responses(400, 404, 422),
 )
 async def start_job(spec: JobSpec, state: StateDep) -> JobRecord:
     """Queued behind the jobs before it; it trains once they end. 404 when the dataset is
