@@ -218,3 +218,35 @@ def test_patience_stops_a_job_whose_holdout_does_not_improve(tmp_path: Path) -> 
     assert [e["epoch"] for e in record["epochs_scored"]] == [0, 1, 2]
     assert [e["improved"] for e in record["epochs_scored"]] == [True, False, False]
     assert record["samples_trained"] == 160 * 3
+
+
+def test_a_job_stopped_with_its_server_resumes_when_the_server_comes_back(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(model=TINY, seed=0, lr=1e-3, device="cpu", checkpoint_dir=tmp_path)
+    first = start_server(settings)
+    try:
+        sha = _dataset(first, samples=1000)
+        with first.http() as http:
+            spec = {"dataset": sha, "epochs": 4, "batch_size": 8}
+            job = http.post("/v1/jobs", json=spec).json()
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job['id']}").json()["cursor"] < 20:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    finally:
+        stop_server(first)  # a clean stop: the batches queued train, a checkpoint is saved
+    second = start_server(settings)
+    try:
+        with second.http() as http:
+            record = wait_job(http, job["id"])
+            status = http.get("/status").json()["estadisticas"]
+        started = [e for e in second.state.events.recent() if e.type == "job_started"]
+        groups = second.state.trainer.optimizer.param_groups
+    finally:
+        stop_server(second)
+    assert record["state"] == "finished"
+    assert started[0].data["resumed_at"] >= 20
+    assert record["samples_trained"] == status["total_muestras"] == 800 * 4
+    assert [e["epoch"] for e in record["epochs_scored"]] == [0, 1, 2, 3]
+    assert [g["lr"] for g in groups] == [1e-3] * len(groups)  # the server's rate again
