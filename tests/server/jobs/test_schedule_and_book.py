@@ -34,6 +34,7 @@ def test_the_jobs_file_round_trips_and_an_unreadable_one_is_moved_aside(
     book = JobBook(tmp_path)
     job = new_job(JobSpec(dataset="a" * 64, epochs=3))
     book.add(job)
+    book.save()
     again = JobBook(tmp_path)
     again.load()
     assert again.all() == [job]

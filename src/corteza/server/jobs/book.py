@@ -43,6 +43,7 @@ class JobBook:
     def __init__(self, root: Path | None) -> None:
         self.path = None if root is None else root / JOBS_FILE
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._jobs: dict[str, JobRecord] = {}
 
     def load(self) -> None:
@@ -61,12 +62,12 @@ class JobBook:
             self._jobs = {job.id: job for job in jobs}
 
     def add(self, job: JobRecord) -> None:
+        """Keep ``job`` (in memory: :meth:`save` writes it)."""
         with self._lock:
             self._jobs[job.id] = job
             done = [j for j in self._jobs.values() if j.done]
             for old in done[: max(0, len(done) - KEEP_DONE)]:
                 del self._jobs[old.id]
-        self.save()
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -82,26 +83,32 @@ class JobBook:
         return sorted(jobs, key=lambda job: (job.state != "running", job.created))
 
     def snapshot(self) -> str:
-        """Every job as the file's text (cheap: read on the event loop)."""
+        """Every job as the file's text."""
         with self._lock:
             document = {"format": FORMAT, "jobs": [j.model_dump() for j in self._jobs.values()]}
         return json.dumps(document, indent=1, allow_nan=False)
 
     def save(self) -> None:
-        self.write(self.snapshot())
+        """Write every job atomically; a failure is logged, never raised (training goes on).
 
-    def write(self, text: str) -> None:
-        """Write :meth:`snapshot`'s text atomically; a failure is logged, never raised."""
+        One save at a time, each of the jobs as they stand when it begins: the last
+        save holds the newest state.
+        """
         if self.path is None:
             return
-        partial = self.path.with_name(f"{JOBS_FILE}.partial")
+        with self._writing:
+            self._write(self.path, self.snapshot())
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        partial = path.with_name(f"{JOBS_FILE}.partial")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             with partial.open("w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(partial, self.path)
-            fsync_dir(self.path.parent)
+            os.replace(partial, path)
+            fsync_dir(path.parent)
         except OSError as exc:
-            logger.warning("could not save the jobs to %s: %s", self.path, exc)
+            logger.warning("could not save the jobs to %s: %s", path, exc)

@@ -95,7 +95,7 @@ class JobRunner:
         await asyncio.to_thread(self._check, spec)
         job = new_job(spec)
         self.book.add(job)
-        await asyncio.to_thread(self.book.write, self.book.snapshot())
+        await self._save()
         self.bus.publish("job_queued", job_id=job.id, run_id=job.run_id, dataset=spec.dataset)
         if self._wake is not None:
             self._wake.set()
@@ -254,4 +254,4 @@ class JobRunner:
             ended.set()
 
     async def _save(self) -> None:
-        await asyncio.to_thread(self.book.write, self.book.snapshot())
+        await asyncio.to_thread(self.book.save)
