@@ -250,3 +250,16 @@ def test_a_job_stopped_with_its_server_resumes_when_the_server_comes_back(
     assert record["samples_trained"] == status["total_muestras"] == 800 * 4
     assert [e["epoch"] for e in record["epochs_scored"]] == [0, 1, 2, 3]
     assert [g["lr"] for g in groups] == [1e-3] * len(groups)  # the server's rate again
+
+
+def test_a_queued_job_whose_dataset_was_deleted_fails_with_the_reason(server: LiveServer) -> None:
+    first, gone = _dataset(server, samples=2000), _dataset(server, seed=2)
+    with server.http() as http:
+        running = http.post("/v1/jobs", json={"dataset": first, "epochs": 50, "batch_size": 8})
+        queued = http.post("/v1/jobs", json={"dataset": gone})
+        assert http.delete(f"/v1/datasets/{gone}").status_code in (200, 204)
+        http.post(f"/v1/jobs/{running.json()['id']}/cancel")
+        record = wait_job(http, queued.json()["id"])
+    assert (record["state"], record["cursor"]) == ("failed", 0)
+    assert record["error"] == f"No dataset {gone} on this server; the job cannot run"
+    assert record["stop_reason"] == f"failed: {record['error']}"
