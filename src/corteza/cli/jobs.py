@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from corteza.cli.common import (
     EXIT_FAILURE,
@@ -85,13 +85,10 @@ def list_jobs(
     if not found:
         typer.echo("No jobs on the server: `corteza train DATA --on-server` starts one.")
         return
-    table = Table("id", "state", "dataset", "batches", "epoch", "best ROC-AUC", "started")
+    id_column = Column("id", no_wrap=True, min_width=12)  # what watch, show and cancel take
+    table = Table(id_column, "state", "dataset", "batches", "epoch", "best AUC", "started")
     for job in found:
-        started = (
-            "-"
-            if job.started is None
-            else time.strftime("%m-%d %H:%M", time.localtime(job.started))
-        )
+        started = time.strftime("%H:%M", time.localtime(job.started or job.created))
         table.add_row(
             job.id,
             job.state,
@@ -133,7 +130,8 @@ def show(
     if job.epochs_scored:
         stdout.print(epochs_table(job))
     if job.best_checkpoint:
-        stdout.print(f"best checkpoint (epoch {job.best_epoch}): {job.best_checkpoint}")
+        best = "?" if job.best_epoch is None else job.best_epoch + 1
+        stdout.print(f"best checkpoint (epoch {best}): {job.best_checkpoint}")
 
 
 @app.command("watch", cls=Command)
@@ -221,13 +219,15 @@ def _track(client: Client, job_id: str, progress: TrainingProgress) -> JobRecord
     for record in client.watch_job(job_id, interval=POLL):
         first = first or record
         if record.state == "queued" and record is first:
-            progress.note(f"job {record.id} is queued behind the jobs before it")
+            ahead = [j for j in client.jobs() if not j.done and j.created < record.created]
+            if ahead:
+                progress.note(f"job {record.id} is queued behind {len(ahead)} job(s)")
         for e in record.epochs_scored:
             if e.epoch not in said:
                 auc = "" if e.holdout_auc is None else f", holdout ROC-AUC {e.holdout_auc:.4f}"
                 progress.note(f"epoch {e.epoch + 1}/{record.spec.epochs} done{auc}")
             said.add(e.epoch)
-        if record.total_batches:
+        if record.cursor:
             progress.update(
                 BatchReport(
                     min(record.epoch, record.spec.epochs - 1),
@@ -236,7 +236,11 @@ def _track(client: Client, job_id: str, progress: TrainingProgress) -> JobRecord
                     record.samples_trained - first.samples_trained,
                     None,
                     time.monotonic() - attached,
-                    Ack(seq=record.cursor - 1, loss=record.last_loss),
+                    Ack(
+                        seq=record.cursor - 1,
+                        loss=record.last_loss,
+                        anomaly_prob=record.last_anomaly_prob,
+                    ),
                 )
             )
         if record.done:
@@ -268,7 +272,7 @@ def job_result(job: JobRecord, client: Client) -> dict[str, Any]:
     return {
         "samples": job.samples_trained,
         "batches": job.cursor,
-        "first_loss": None,
+        "first_loss": job.first_loss,
         "final_loss": job.last_loss,
         "mean_anomaly": None,
         "anomaly_rate": None,

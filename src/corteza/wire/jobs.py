@@ -90,7 +90,9 @@ class JobRecord(BaseModel):
     cursor: int = 0  # batches trained: the next seq of its run
     epoch: int = 0  # the epoch the cursor is in (0-based; == epochs when done)
     samples_trained: int = 0  # train samples x epochs when it finished every epoch
+    first_loss: float | None = None  # of its first batch
     last_loss: float | None = None
+    last_anomaly_prob: float | None = None  # mean anomaly probability of its last batch
     lr: float | None = None  # of its last batch
     base_lr: float | None = None  # the server's rate when the job began, restored at its end
     epochs_scored: list[EpochScore] = Field(default_factory=list)

@@ -91,6 +91,9 @@ class JobTraining:
                 losses.append(loss)
                 epoch_losses.append(loss)
                 job.last_loss, job.lr = loss, lr
+                job.last_anomaly_prob = answer.get("outputs", {}).get("anomaly_prob")
+                if done == 0:
+                    job.first_loss = loss
                 self.cursor(job, plan, done + 1)
                 if spec.feedback_every and (done + 1) % spec.feedback_every == 0:
                     validated = reference is None or loss < reference
