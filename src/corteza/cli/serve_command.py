@@ -264,17 +264,22 @@ def serve(
     if launching:
         if token:  # every rank 0 to come, restarts included, asks the same token
             os.environ["CORTEZA_TOKEN"] = token
-        args = torchrun.without_launch_options(ctx.obj["args"] if ctx.obj else [])
-        launch_args = torchrun.torchrun_args(
-            args,
-            nproc_per_node=nproc_per_node,
-            nnodes=nnodes,
-            node_rank=node_rank,
-            master_addr=master_addr,
-            master_port=master_port,
-            max_restarts=max_restarts,
-        )
-        raise typer.Exit(torchrun.launch(launch_args))
+        try:
+            status = torchrun.run_launcher(
+                ctx.obj["args"] if ctx.obj else [],
+                settings,
+                tunnel.value,
+                nproc_per_node=nproc_per_node,
+                nnodes=nnodes,
+                node_rank=node_rank,
+                master_addr=master_addr,
+                master_port=master_port,
+                max_restarts=max_restarts,
+            )
+        except TunnelError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        raise typer.Exit(status)
     try:
         group = join(settings)  # under torchrun: this rank's device and the process groups
     except DistributedSetupError as exc:
@@ -287,6 +292,7 @@ def serve(
 
     def ready(public_url: str | None, bound: int) -> None:
         """Once the model is up (and the tunnel open): the URL, the token, what to paste."""
+        public_url = public_url or os.environ.get(torchrun.TUNNEL_URL_ENV)  # the launcher's
         print_lines(banner_lines(public_url or server_url(host, bound), token))
         if group is not None:
             print_lines(torchrun.banner_lines(group))

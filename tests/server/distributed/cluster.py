@@ -21,7 +21,9 @@ WEIGHTS = re.compile(r"rank (\d+) stops at step (\d+), weights ([0-9a-f]{64})")
 class Cluster:
     """``corteza serve --nproc-per-node 2 --preset tiny`` on a free port, its log in a file."""
 
-    def __init__(self, tmp: Path, *extra: str, name: str = "server") -> None:
+    def __init__(
+        self, tmp: Path, *extra: str, name: str = "server", env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"{name}.log"
@@ -48,8 +50,14 @@ class Cluster:
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
+
+    def token(self) -> str:
+        """The token the banner printed."""
+        found = re.search(r"^token: (\S+)$", self.text(), re.MULTILINE)
+        assert found, self.text()[-2000:]
+        return found[1]
 
     def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from corteza.server.distributed.group import DistributedGroup, DistributedSetupError, rank_device
-from corteza.server.distributed.launch import torchrun_args, without_launch_options
+from corteza.server.distributed.launch import rank_args, torchrun_args, without_launch_options
 from tests.helpers import corteza
 
 
@@ -78,3 +78,18 @@ def test_serve_under_torchrun_does_not_launch_torchrun_again() -> None:
     assert result.stderr.strip() == (
         "error: --nproc-per-node: this process already runs under torchrun"
     )
+
+
+def test_the_ranks_get_a_fixed_port_and_the_launchers_tunnel_host() -> None:
+    args = ["--tunnel=ngrok", "--port", "0", "--nproc-per-node", "2", "--token", "t"]
+    assert rank_args(args, 8123, "a.example") == [
+        "--port",
+        "0",
+        "--token",
+        "t",
+        "--port",
+        "8123",
+        "--allowed-host",
+        "a.example",
+    ]
+    assert rank_args(["--nnodes", "1"], 8000, None) == ["--port", "8000"]

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
 
 from corteza.server.distributed.group import LAUNCHER_PID_ENV, DistributedGroup
+from corteza.server.launch.server import loopback
+from corteza.server.launch.tunnel import make_tunnel
+from corteza.server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +35,12 @@ LAUNCH_OPTIONS = (
 )
 DEFAULT_MAX_RESTARTS = 3  # when more than one rank
 DEFAULT_MASTER_PORT = 29500  # torchrun's own default
+TUNNEL_URL_ENV = "CORTEZA_TUNNEL_URL"  # the launcher's tunnel, for rank 0's banner
 
 
-def without_launch_options(args: Sequence[str]) -> list[str]:
-    """``args`` less the launch options and their values (``--opt v`` or ``--opt=v``).
+def without_launch_options(args: Sequence[str], *also: str) -> list[str]:
+    """``args`` less the launch options (and the options ``also`` names) and their values
+    (``--opt v`` or ``--opt=v``).
 
     >>> without_launch_options(["--port", "0", "--nproc-per-node", "2", "--nnodes=1"])
     ['--port', '0']
@@ -44,7 +52,7 @@ def without_launch_options(args: Sequence[str]) -> list[str]:
             skip = False
             continue
         name = arg.split("=", 1)[0]
-        if name in LAUNCH_OPTIONS:
+        if name in LAUNCH_OPTIONS or name in also:
             skip = "=" not in arg
             continue
         kept.append(arg)
@@ -108,6 +116,54 @@ def launch(args: Sequence[str]) -> int:
     except SignalException as exc:  # SIGTERM or Ctrl-C: torchrun stopped the ranks first
         logger.info("stopped by signal %d; the ranks have stopped", exc.sigval)
     return 0
+
+
+def rank_args(args: Sequence[str], port: int, tunnel_host: str | None) -> list[str]:
+    """What every rank's ``corteza serve`` gets from the launcher's command line.
+
+    The launcher holds the tunnel (one public URL across restarts of the group), so
+    the ranks get none, and its host on their Host allow-list; and a fixed port
+    (``--port 0`` is chosen once, here), so that a restarted rank 0 binds the port
+    clients know.
+
+    >>> rank_args(["--tunnel", "cloudflared", "--port", "0", "--nnodes=1"], 8123, "a.example")
+    ['--port', '0', '--port', '8123', '--allowed-host', 'a.example']
+    """
+    kept = [*without_launch_options(args, "--tunnel"), "--port", str(port)]
+    return kept if tunnel_host is None else [*kept, "--allowed-host", tunnel_host]
+
+
+def run_launcher(
+    args: Sequence[str],
+    settings: Settings,
+    tunnel_kind: str,
+    *,
+    nproc_per_node: int,
+    **options: Any,
+) -> int:
+    """``corteza serve --nproc-per-node N``: the tunnel (if any), then torchrun; its status.
+
+    ``args``: the command line as given; ``options``: :func:`torchrun_args`'s. Raises
+    :class:`~corteza.server.launch.tunnel.TunnelError` when the tunnel cannot open.
+    """
+    port = settings.port
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((settings.host, 0))
+            port = probe.getsockname()[1]
+    tunnel = make_tunnel(tunnel_kind)
+    public_url = None
+    if tunnel is not None:
+        tunnel.prepare()
+        public_url = tunnel.start(f"http://{loopback(settings.host)}:{port}")
+        os.environ[TUNNEL_URL_ENV] = public_url  # rank 0's banner names it
+    try:
+        tunnel_host = None if public_url is None else urlsplit(public_url).hostname
+        ranks = rank_args(args, port, tunnel_host)
+        return launch(torchrun_args(ranks, nproc_per_node=nproc_per_node, **options))
+    finally:
+        if tunnel is not None:
+            tunnel.stop()
 
 
 def banner_lines(group: DistributedGroup) -> list[str]:
