@@ -100,6 +100,9 @@ class JobTraining:
                     break
                 done, lr, future = in_flight.popleft()
                 answer = await future
+                self.cursor(job, plan, done + 1)
+                if not isinstance(answer.get("loss"), (int, float)):  # a replay without one
+                    continue
                 loss = float(answer["loss"])
                 losses.append(loss)
                 epoch_losses.append(loss)
@@ -107,7 +110,6 @@ class JobTraining:
                 job.last_anomaly_prob = answer.get("outputs", {}).get("anomaly_prob")
                 if done == 0:
                     job.first_loss = loss
-                self.cursor(job, plan, done + 1)
                 if spec.feedback_every and (done + 1) % spec.feedback_every == 0:
                     validated = reference is None or loss < reference
                     await self._feedback(answer, validated)
