@@ -1,5 +1,6 @@
 """``corteza train`` against a 2-rank server: a checkpoint of one process resumed by two,
-an idle gap longer than the collective timeout, every sample trained exactly twice.
+an idle gap longer than the collective timeout, every sample trained exactly twice, and
+a pushed checkpoint taken by both ranks (their weights digests agree at the stop).
 
 The server runs with a heartbeat every second and a 5-second collective
 timeout: without the heartbeat, rank 1's wait for the next header would time
@@ -9,6 +10,7 @@ out during the idle gap and torchrun would restart the group.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -37,7 +39,10 @@ def test_corteza_train_against_two_ranks_after_an_idle_gap(tmp_path: Path) -> No
     dim = single.trainer.config.input_dim
     first = Batch(rng.normal(size=(6, dim)).astype(np.float32), np.ones(6, np.float32))
     single.stats.record_batch(single.trainer.train_batch(first))
-    single.checkpointer.save()
+    saved = single.checkpointer.save()
+    assert saved is not None
+    pushed = tmp_path / "pushed"
+    shutil.copytree(saved, pushed)  # pushed back at the end, when the server has moved on
     probe = rng.normal(size=(5, dim)).astype(np.float32)
     expected = single.trainer.predict(probe).probabilities
     single.close()
@@ -92,6 +97,9 @@ def test_corteza_train_against_two_ranks_after_an_idle_gap(tmp_path: Path) -> No
         status = httpx.get(f"{cluster.url}/status", timeout=10).json()
         assert status["estadisticas"]["total_muestras"] == 6 + SAMPLES * 2
         assert cluster.rank_pids() == ranks
+        with Client(cluster.url) as client:  # rank 0 adopts a pushed checkpoint: every rank does
+            client.push(pushed)
+            np.testing.assert_allclose(client.predict(probe).anomaly_prob, expected, atol=1e-6)
         assert cluster.stop() == 0
     finally:
         cluster.kill()

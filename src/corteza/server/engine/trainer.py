@@ -28,6 +28,7 @@ from corteza.model import (
 )
 from corteza.server.distributed.control import Op
 from corteza.server.distributed.group import current as current_group
+from corteza.server.distributed.group import leave as leave_group
 from corteza.server.distributed.shard import Shard, Tensors
 from corteza.server.engine.compilation import CompiledForward
 from corteza.server.engine.device import resolve_device
@@ -223,6 +224,7 @@ class Trainer:
         if self.shard is not None and self.shard.leader is not None:
             logger.info("rank 0 stops at step %d, weights %s", self.step, self.shard.digest())
             self.shard.leader.stop()
+            leave_group()
 
     def _steps(self, tensors: Tensors, size: int, epochs: int, started: float) -> TrainResult:
         """``epochs`` optimizer steps over staged tensors (this rank's slice, under DDP)."""
