@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,28 +73,32 @@ def test_a_streamed_run_and_a_job_at_the_same_time_both_finish_exactly(
 ) -> None:
     job_data = make_dataset(300, input_dim=32, seed=6)
     sha = server.state.datasets.add_arrays(job_data.X, job_data.y).sha256
-    streamed = make_dataset(200, input_dim=32, seed=7)
+    streamed = make_dataset(400, input_dim=32, seed=7)  # 150 batches: it outlasts the job's
+    results = {}
+
+    def stream() -> None:
+        with Client(server.url) as other:
+            results["fit"] = fit(other, streamed.X, streamed.y, epochs=3, batch_size=8)
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while server.state.stats.total_batches < 2:  # the stream is under way
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.01)
     with Client(server.url) as client:
         job = client.start_job(sha, epochs=3, batch_size=8, holdout=0.2)
-        results = {}
-
-        def stream() -> None:
-            with Client(server.url) as other:
-                results["fit"] = fit(other, streamed.X, streamed.y, epochs=2, batch_size=8)
-
-        thread = threading.Thread(target=stream)
-        thread.start()
         record = list(client.watch_job(job.id, interval=0.05))[-1]
         thread.join(120)
         status = client.status().estadisticas
     summary = results["fit"]
     assert record.state == "finished"
     assert record.samples_trained == 240 * 3
-    assert summary.samples == 200 * 2
-    assert status.total_muestras == 240 * 3 + 200 * 2  # nothing lost, nothing twice
+    assert summary.samples == 400 * 3
+    assert status.total_muestras == 240 * 3 + 400 * 3  # nothing lost, nothing twice
     assert status.total_batches == record.total_batches + summary.batches
     seqs = server.state.runs.next_seqs()
-    assert seqs[record.run_id] == 90 and seqs[summary.run_id] == 50
+    assert seqs[record.run_id] == 90 and seqs[summary.run_id] == 150
     order = [e.data["run_id"] for e in server.state.events.recent() if e.type == "batch_trained"]
     job_batches = [i for i, run_id in enumerate(order) if run_id == record.run_id]
     between = order[job_batches[0] : job_batches[-1]]
