@@ -19,10 +19,16 @@ WEIGHTS = re.compile(r"rank (\d+) stops at step (\d+), weights ([0-9a-f]{64})")
 
 
 class Cluster:
-    """``corteza serve --nproc-per-node 2 --preset tiny`` on a free port, its log in a file."""
+    """``corteza serve --nproc-per-node 2 --preset tiny`` (or ``ranks``) on a free port, its
+    log in a file."""
 
     def __init__(
-        self, tmp: Path, *extra: str, name: str = "server", env: dict[str, str] | None = None
+        self,
+        tmp: Path,
+        *extra: str,
+        name: str = "server",
+        env: dict[str, str] | None = None,
+        ranks: int = RANKS,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -33,7 +39,7 @@ class Cluster:
             "corteza",
             "serve",
             "--nproc-per-node",
-            str(RANKS),
+            str(ranks),
             "--preset",
             "tiny",
             "--dropout",
