@@ -175,7 +175,8 @@ class JobRunner:
                 if not isinstance(exc, JobError):
                     logger.exception("job %s failed", job.id)
                 message = exc.message if isinstance(exc, JobError) else f"{exc}"
-                await self._finish(job, "failed", f"failed: {message}", error=message)
+                if not job.done:  # not cancelled meanwhile
+                    await self._finish(job, "failed", f"failed: {message}", error=message)
             finally:
                 self.running = None
 
@@ -186,16 +187,18 @@ class JobRunner:
             raise JobError(
                 exc.status, f"{exc.message}; the job cannot run", exc.error_type
             ) from None
-        plan = JobPlan(dataset, job.spec)
+        plan = await asyncio.to_thread(JobPlan, dataset, job.spec)  # the split reads labels
+        if job.done:  # cancelled while it was being opened
+            return
+        job.state, job.started = "running", job.started or time.time()
         training = self.training
         if job.base_lr is None:
             job.base_lr = training.current_lr()
         base = job.base_lr
-        await self.worker.run(training.set_lr(base))  # a checkpoint may hold a scheduled rate
         job.dataset_name, job.train_samples = dataset.name, len(plan.train_rows)
         job.holdout_samples, job.batches_per_epoch = len(plan.held_rows), plan.per_epoch
         job.total_batches = plan.total
-        job.state, job.started = "running", job.started or time.time()
+        await self.worker.run(training.set_lr(base))  # a checkpoint may hold a scheduled rate
         self.running = job
         seq = self.runs.next_seqs().get(job.run_id, 0)
         training.cursor(job, plan, seq)
