@@ -103,6 +103,10 @@ class Leader:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         """Start the heartbeat (after the state was shared)."""
         self._thread = threading.Thread(target=self._beat, name="corteza-heartbeat", daemon=True)

@@ -145,12 +145,17 @@ class Shard:
         if self.leader is None:
             optimizer.load_state_dict(shared["optimizer"])
             mixed.load_state_dict(shared["scaler"])
-        elif self.leader._thread is None:
+        elif not self.leader.started:
             self.leader.start()
         return int(shared["step"])
 
     def digest(self) -> str:
         return weights_digest(self.model)
+
+    def rates(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """The learning rate of each of ``optimizer``'s groups, to send with a batch."""
+        rates = [float(group["lr"]) for group in optimizer.param_groups]
+        return torch.tensor(rates, dtype=torch.float64, device=self.group.device)
 
     # -- the other ranks --------------------------------------------------------------
 
@@ -170,12 +175,21 @@ class Shard:
         broadcast_tensors(self.group, tensors)
         return tensors
 
-    def receive_batch(self, fields: Sequence[int]) -> tuple[Tensors, int]:
-        """The batch of a ``TRAIN`` header's ``fields``, and its epochs."""
+    def receive_batch(
+        self, fields: Sequence[int], optimizer: torch.optim.Optimizer
+    ) -> tuple[Tensors, int]:
+        """The batch of a ``TRAIN`` header's ``fields``, and its epochs; ``optimizer`` takes
+        rank 0's learning rates."""
         size, steps, width, epochs, dendrite, coherence = fields[:6]
         shapes: list[tuple[int, ...] | None] = [(size, steps, width) if steps else (size, width)]
         shapes += [(size,)] + [(size, d) if d else None for d in (dendrite, coherence)]
-        return self.receive(shapes), epochs
+        shapes.append((len(optimizer.param_groups),))
+        received = self.receive(shapes, float64=len(shapes) - 1)
+        rates = received.pop()
+        assert rates is not None
+        for group, rate in zip(optimizer.param_groups, rates.tolist(), strict=True):
+            group["lr"] = rate
+        return received, epochs
 
     # -- every rank -------------------------------------------------------------------
 

@@ -195,16 +195,18 @@ class Trainer:
         tensors = staged.tensors()
         if self.shard is None:
             return self._steps(tensors, batch.size, batch.epochs, started)
+        tensors = [None if t is None else t.float().contiguous() for t in tensors]  # as received
         shape = batch.inputs.shape
         fields = [batch.size, shape[1] if len(shape) == 3 else 0, shape[-1], batch.epochs]
         fields += [0 if t is None else t.shape[-1] for t in tensors[2:]]
-        with self.shard.leading(Op.TRAIN, fields, tensors, (TrainingDivergedError,)):
+        rates = self.shard.rates(self.optimizer)  # a job's schedule sets them on rank 0
+        with self.shard.leading(Op.TRAIN, fields, [*tensors, rates], (TrainingDivergedError,)):
             return self._steps(tensors, batch.size, batch.epochs, started)
 
     def follow(self, fields: list[int]) -> None:
         """A rank but 0: train this rank's slice of the batch rank 0 announced."""
         assert self.shard is not None
-        tensors, epochs = self.shard.receive_batch(fields)
+        tensors, epochs = self.shard.receive_batch(fields, self.optimizer)
         with contextlib.suppress(TrainingDivergedError):  # rank 0 answers it
             self._steps(tensors, int(fields[0]), epochs, time.perf_counter())
 
