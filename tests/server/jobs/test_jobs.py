@@ -174,10 +174,15 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
         while http.get(f"/v1/jobs/{running['id']}").json()["cursor"] < 3:
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        shown = http.get("/status").json()["job"]
         dropped = http.post(f"/v1/jobs/{queued['id']}/cancel").json()
         stopped = http.post(f"/v1/jobs/{running['id']}/cancel").json()
         again = http.post(f"/v1/jobs/{running['id']}/cancel").json()
-        status = http.get("/status").json()["estadisticas"]
+        after = http.get("/status").json()
+        status = after["estadisticas"]
+    assert (shown["id"], shown["dataset"], shown["epochs"]) == (running["id"], "sensor.npz", 50)
+    assert shown["cursor"] >= 3 and shown["total_batches"] == 250 * 50
+    assert "job" not in after  # none runs
     assert (dropped["state"], dropped["stop_reason"], dropped["cursor"]) == (
         "cancelled",
         "cancelled",

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from corteza.server.checkpoints.checkpointer import Checkpointer
 from corteza.server.datasets.store import DatasetStore, StoredDataset, UnknownDatasetError
@@ -109,6 +110,21 @@ class JobRunner:
 
     def list(self) -> list[JobRecord]:
         return self.book.all()
+
+    def summary(self) -> dict[str, Any] | None:
+        """The running job in a few fields (for ``/status``); None when none runs."""
+        job = self.running
+        if job is None:
+            return None
+        return {
+            "id": job.id,
+            "dataset": job.dataset_name,
+            "epoch": min(job.epoch + 1, job.spec.epochs),
+            "epochs": job.spec.epochs,
+            "cursor": job.cursor,
+            "total_batches": job.total_batches,
+            "holdout_auc": [e.holdout_auc for e in job.epochs_scored],
+        }
 
     async def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, a running one after its batches in flight."""
@@ -237,6 +253,8 @@ class JobRunner:
     ) -> None:
         job.state = state
         job.stop_reason, job.error, job.finished = reason, error, time.time()
+        if self.running is job:
+            self.running = None
         self.training.cancelling.discard(job.id)
         await self._save()
         self.bus.publish(

@@ -38,6 +38,7 @@ async def status(state: StateDep) -> StatusResponse:
             "checkpoints": state.checkpointer.health(),
             "runs": len(state.runs),
             **distributed_field(state),
+            **({} if (job := state.jobs.summary()) is None else {"job": job}),
         }
     )
 
