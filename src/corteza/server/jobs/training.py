@@ -24,7 +24,7 @@ from corteza.server.jobs.plan import JobPlan
 from corteza.server.jobs.schedule import learning_rate
 from corteza.server.jobs.scoring import BEST_FOLDER, keep_best, score_holdout
 from corteza.server.observe.bus import EventBus
-from corteza.wire.jobs import EpochScore, JobRecord, JobSpec, LrSchedule, samples_before
+from corteza.wire.jobs import EpochScore, JobRecord, samples_before
 from corteza.wire.validation import Batch
 
 logger = logging.getLogger(__name__)
@@ -52,17 +52,6 @@ class JobTraining:
         self.checkpointer = checkpointer
         self.bus = bus
         self.cancelling: set[str] = set()
-        self._warned = False
-
-    def schedule(self, spec: JobSpec) -> LrSchedule:
-        """The spec's schedule; none under torch.distributed, whose other ranks step with
-        their own optimizers at the server's rate (a rate set here would reach rank 0 only)."""
-        if spec.lr_schedule != "none" and self.checkpointer.trainer.shard is not None:
-            if not self._warned:
-                logger.warning("a job's lr schedule is not applied under torch.distributed")
-                self._warned = True
-            return "none"
-        return spec.lr_schedule
 
     def current_lr(self) -> float:
         return float(self.checkpointer.trainer.optimizer.param_groups[0]["lr"])
@@ -91,9 +80,7 @@ class JobTraining:
                         stop = "cancelled"
                         break
                     batch = await asyncio.to_thread(plan.batch, seq)
-                    lr = learning_rate(
-                        seq, plan.total, base, self.schedule(spec), warmup=spec.warmup
-                    )
+                    lr = learning_rate(seq, plan.total, base, spec.lr_schedule, warmup=spec.warmup)
                     in_flight.append((seq, lr, self._submit(batch, job, seq, lr, base)))
                     seq += 1
                 if not in_flight:
