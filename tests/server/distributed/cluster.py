@@ -29,6 +29,8 @@ class Cluster:
         name: str = "server",
         env: dict[str, str] | None = None,
         ranks: int = RANKS,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,9 +47,9 @@ class Cluster:
             "--dropout",
             "0",
             "--precision",
-            "fp32",
+            precision,
             "--device",
-            "cpu",
+            device,
             "--port",
             str(self.port),
             "--log-level",
