@@ -246,8 +246,12 @@ class Shard:
                         output.capa3_mean.float() * n,
                         output.capa4_mean.float() * n,
                         terms.anomaly.detach().float() * n,
-                        zero if terms.dendrite is None else terms.dendrite.detach() * d_local,
-                        zero if terms.coherence is None else terms.coherence.detach() * c_local,
+                        zero
+                        if terms.dendrite is None
+                        else terms.dendrite.detach().float() * d_local,
+                        zero
+                        if terms.coherence is None
+                        else terms.coherence.detach().float() * c_local,
                     ]
                 ),
             ]
