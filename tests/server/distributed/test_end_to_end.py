@@ -1,6 +1,7 @@
 """``corteza train`` against a 2-rank server: a checkpoint of one process resumed by two,
 an idle gap longer than the collective timeout, every sample trained exactly twice, and
-a pushed checkpoint taken by both ranks (their weights digests agree at the stop).
+a pushed checkpoint taken by both ranks, then a job with a cosine rate: the ranks'
+weights digests agree at the stop.
 
 The server runs with a heartbeat every second and a 5-second collective
 timeout: without the heartbeat, rank 1's wait for the next header would time
@@ -53,6 +54,8 @@ def test_corteza_train_against_two_ranks_after_an_idle_gap(tmp_path: Path) -> No
         tmp_path,
         "--checkpoint-dir",
         str(root),
+        "--data-dir",
+        str(tmp_path / "datasets"),
         "--no-auth",
         "--heartbeat-seconds",
         "1",
@@ -100,6 +103,21 @@ def test_corteza_train_against_two_ranks_after_an_idle_gap(tmp_path: Path) -> No
         with Client(cluster.url) as client:  # rank 0 adopts a pushed checkpoint: every rank does
             client.push(pushed)
             np.testing.assert_allclose(client.predict(probe).anomaly_prob, expected, atol=1e-6)
+        job = corteza(  # a job's cosine schedule sets rank 0's rate; each batch carries it
+            "train",
+            str(data),
+            "--server",
+            cluster.url,
+            "--on-server",
+            "--lr-schedule",
+            "cosine",
+            "--epochs",
+            "1",
+            "--batch-size",
+            str(BATCH),
+            "--json",
+        )
+        assert job.returncode == 0, job.stderr
         assert cluster.stop() == 0
     finally:
         cluster.kill()
