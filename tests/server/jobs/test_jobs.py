@@ -15,6 +15,7 @@ from corteza.client import make_dataset
 from corteza.server import Settings
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
 from tests.conftest import TINY, LiveServer, start_server, stop_server
+from tests.helpers import samples, wait_until
 
 SAMPLES, BATCH = 200, 16  # 160 to train, 40 held out: 10 batches per epoch
 
@@ -175,6 +176,11 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
             assert time.monotonic() < deadline
             time.sleep(0.02)
         shown = http.get("/status").json()["job"]
+        forged = http.post(  # the job's run, even with its fingerprint, is the job's alone
+            "/train_layer2",
+            json={"samples": samples(2, TINY.input_dim), "run_id": running["run_id"], "seq": 0},
+            headers={"X-Corteza-Run-Fingerprint": f"{running['run_id']}:{sha[:32]}"},
+        )
         dropped = http.post(f"/v1/jobs/{queued['id']}/cancel").json()
         stopped = http.post(f"/v1/jobs/{running['id']}/cancel").json()
         again = http.post(f"/v1/jobs/{running['id']}/cancel").json()
@@ -183,6 +189,9 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
     assert (shown["id"], shown["dataset"], shown["epochs"]) == (running["id"], "sensor.npz", 50)
     assert shown["cursor"] >= 3 and shown["total_batches"] == 250 * 50
     assert "job" not in after  # none runs
+    assert (forged.status_code, forged.json()["error_type"]) == (409, "run_busy")
+    run = server.state.runs.get(running["run_id"])
+    wait_until(lambda: run is not None and not run.holders, "the cancelled job to free its run")
     assert (dropped["state"], dropped["stop_reason"], dropped["cursor"]) == (
         "cancelled",
         "cancelled",

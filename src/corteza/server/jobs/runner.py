@@ -21,11 +21,11 @@ from typing import Any
 
 from corteza.server.checkpoints.checkpointer import Checkpointer
 from corteza.server.datasets.store import DatasetStore, StoredDataset, UnknownDatasetError
-from corteza.server.engine.runs import RunBook
+from corteza.server.engine.runs import RunBook, RunBusyError, RunConflictError
 from corteza.server.engine.worker import TrainingWorker
 from corteza.server.jobs.book import JobBook, new_job
 from corteza.server.jobs.plan import JobPlan
-from corteza.server.jobs.training import EarlyStopError, JobTraining
+from corteza.server.jobs.training import EarlyStopError, JobTraining, job_fingerprint
 from corteza.server.observe.bus import EventBus
 from corteza.server.observe.events import TrainingEvents
 from corteza.server.settings import Settings
@@ -215,6 +215,19 @@ class JobRunner:
         job.holdout_samples, job.batches_per_epoch = len(plan.held_rows), plan.per_epoch
         job.total_batches = plan.total
         await self.worker.run(training.set_lr(base))  # a checkpoint may hold a scheduled rate
+        try:  # the job's run is its own while it trains: a client's batch on it is run_busy
+            self.runs.hold(job.run_id, job_fingerprint(job))
+        except RunBusyError as exc:
+            raise JobError(409, str(exc), ErrorType.RUN_BUSY) from None
+        except RunConflictError as exc:
+            raise JobError(409, str(exc), ErrorType.RUN_CONFLICT) from None
+        try:
+            await self._train(job, plan, base)
+        finally:
+            self.runs.release(job.run_id)
+
+    async def _train(self, job: JobRecord, plan: JobPlan, base: float) -> None:
+        training = self.training
         self.running = job
         seq = self.runs.next_seqs().get(job.run_id, 0)
         training.cursor(job, plan, seq)

@@ -41,6 +41,11 @@ class EarlyStopError(Exception):
         self.reason = reason
 
 
+def job_fingerprint(job: JobRecord) -> str:
+    """The fingerprint of a job's run: its id and dataset."""
+    return f"{job.run_id}:{job.spec.dataset[:32]}"
+
+
 class JobTraining:
     """Trains jobs' batches and ends their epochs; ``cancelling`` holds the ids to stop."""
 
@@ -122,8 +127,7 @@ class JobTraining:
         work on the worker, so the three land in the worker's FIFO side by side: a
         client's batch never trains at the job's rate.
         """
-        run_id, fingerprint = job.run_id, f"{job.run_id}:{job.spec.dataset[:32]}"
-        train = self.worker.train(batch, run_id, seq, fingerprint)
+        train = self.worker.train(batch, job.run_id, seq, job_fingerprint(job), held=True)
         if lr == base:
             return asyncio.ensure_future(train)
         rate, back = self.worker.run(self.set_lr(lr)), self.worker.run(self.set_lr(base))
