@@ -44,21 +44,38 @@ def serve_process(
         )
 
 
+def serve_checkpointed(port: int, root: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``corteza serve --preset tiny`` on ``port``, checkpointing into ``root`` every 7 batches."""
+    return serve_process(
+        *("--preset", "tiny", "--port", str(port), "--checkpoint-dir", str(root)),
+        *("--checkpoint-every", "7", "--log-level", "warning", *extra),
+        log=log,
+    )
+
+
 def wait_healthy(
-    url: str, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 120
+    url: str,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    timeout: float = 120,
+    log: Path | None = None,
 ) -> None:
     """Until ``url`` answers ``/health`` with 200; fails after ``timeout`` seconds, or at
-    once when ``process`` (the server) has exited."""
+    once when ``process`` (the server) has exited, with the end of its ``log``."""
     deadline = time.monotonic() + timeout
+
+    def tail() -> str:
+        return "" if log is None else f"; its log ends:\n{log.read_text(errors='replace')[-3000:]}"
+
     while True:
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the server at {url} exited with {process.returncode}")
+            raise AssertionError(f"the server at {url} exited with {process.returncode}{tail()}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline, f"{url} did not answer /health in {timeout:g} s"
+        assert time.monotonic() < deadline, f"{url} did not answer /health in {timeout:g} s{tail()}"
         time.sleep(0.1)
 
 

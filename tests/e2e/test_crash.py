@@ -22,17 +22,9 @@ import httpx
 
 from corteza.client import free_port, make_dataset, save_dataset
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
-from tests.helpers import serve_process, wait_healthy
+from tests.helpers import serve_checkpointed, wait_healthy
 
 SAMPLES, EPOCHS, BATCH = 600, 2, 4  # 150 batches per epoch, 300 in all
-
-
-def _serve(port: int, root: Path, log: Path) -> subprocess.Popen[bytes]:
-    return serve_process(
-        *("--preset", "tiny", "--port", str(port), "--checkpoint-dir", str(root)),
-        *("--checkpoint-every", "7", "--log-level", "warning"),
-        log=log,
-    )
 
 
 def _progress(url: str) -> int:
@@ -51,8 +43,8 @@ def test_sigkill_during_training_loses_nothing_and_repeats_nothing(tmp_path: Pat
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     root, log = tmp_path / "ckpt", tmp_path / "server.log"
-    server = _serve(port, root, log)
-    wait_healthy(url, process=server)
+    server = serve_checkpointed(port, root, log)
+    wait_healthy(url, process=server, log=log)
     client = subprocess.Popen(
         [
             sys.executable,
@@ -90,8 +82,8 @@ def test_sigkill_during_training_loses_nothing_and_repeats_nothing(tmp_path: Pat
             server.wait(30)
             kills += 1
             time.sleep(rng.uniform(0.1, 1.0))
-            server = _serve(port, root, log)
-            wait_healthy(url, process=server)
+            server = serve_checkpointed(port, root, log)
+            wait_healthy(url, process=server, log=log)
         out, err = client.communicate(timeout=300)
         assert client.returncode == 0, err
         summary = json.loads(out)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,43 +22,10 @@ import httpx
 from corteza.client import free_port, make_dataset
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
 from corteza.server.datasets.store import DatasetStore
+from tests.helpers import serve_checkpointed, wait_healthy
 
 SAMPLES, EPOCHS, BATCH = 300, 2, 4  # 240 to train: 60 batches per epoch, 120 in all
 TRAIN = 240
-
-
-def serve(port: int, root: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "corteza",
-        "serve",
-        "--preset",
-        "tiny",
-        "--port",
-        str(port),
-        "--checkpoint-dir",
-        str(root),
-        "--checkpoint-every",
-        "7",
-        "--log-level",
-        "warning",
-        *extra,
-    ]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not come back")
 
 
 def job_record(url: str, job_id: str) -> dict[str, Any] | None:
@@ -83,10 +48,10 @@ def test_sigkill_three_times_during_a_job_loses_nothing_and_repeats_nothing(
     sha = DatasetStore(root / "datasets", max_bytes=None).add_arrays(data.X, data.y).sha256
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = serve(port, root, log)
+    server = serve_checkpointed(port, root, log)
     kills = 0
     try:
-        wait_healthy(url)
+        wait_healthy(url, process=server, log=log)
         spec = {"dataset": sha, "epochs": EPOCHS, "batch_size": BATCH, "feedback_every": 5}
         job = httpx.post(f"{url}/v1/jobs", json=spec, timeout=10).json()
         for point in kill_points:
@@ -99,8 +64,8 @@ def test_sigkill_three_times_during_a_job_loses_nothing_and_repeats_nothing(
             server.wait(30)
             kills += 1
             time.sleep(rng.uniform(0.1, 1.0))
-            server = serve(port, root, log)
-            wait_healthy(url)
+            server = serve_checkpointed(port, root, log)
+            wait_healthy(url, process=server, log=log)
         deadline = time.monotonic() + 180
         while (record := job_record(url, job["id"])) is None or record["state"] == "running":
             assert time.monotonic() < deadline, "the job did not finish"
