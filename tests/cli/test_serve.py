@@ -90,7 +90,7 @@ def _options() -> dict[str, Any]:
 def test_the_options_take_defaults_bounds_and_help_from_settings() -> None:
     options = _options()
     derived = [name for name in options if name in Settings.model_fields]
-    assert len(derived) == 27
+    assert len(derived) == 29
     for name in derived:
         field = Settings.model_fields[name]
         default = field.get_default(call_default_factory=True)
