@@ -32,6 +32,8 @@ import pytest
 from websockets.sync.client import connect
 
 from corteza.client import Client, InvalidRequestError, free_port, make_dataset
+from corteza.client.data.datasets import Dataset
+from corteza.client.training.batches import Batches
 from corteza.client.training.fit import fit
 from corteza.server.checkpoints.store import list_checkpoints, verify_checkpoint
 from corteza.wire import PROTOCOL_VERSION
@@ -364,6 +366,11 @@ def case_many_hellos(tmp: Path, tally: Tally) -> None:
         server.close()
 
 
+def first_fingerprint(data: Dataset) -> str:
+    """The fingerprint ``fit(client, X, y, batch_size=8)`` sends for ``data``."""
+    return Batches(data.X, data.y, 8, 0, 1).fingerprint()
+
+
 def case_reused_run_id(tmp: Path, tally: Tally) -> None:
     """A run id reused on other data is refused, not silently skipped; the same data resumes."""
     server = Server(tmp / "ckpt", tmp / "server.log", tally, "--checkpoint-every", "1")
@@ -376,10 +383,9 @@ def case_reused_run_id(tmp: Path, tally: Tally) -> None:
                 fit(client, other.X, other.y, batch_size=8, run_id="exp", feedback_every=0)
             assert info.value.error_type == "run_conflict"
             url = server.url.replace("http", "ws") + "/v1/train/stream"
-            with connect(url) as holder:
-                holder.send(
-                    json.dumps({"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": "exp"})
-                )
+            hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": "exp"}
+            with connect(url) as holder:  # the run's own data, from another connection
+                holder.send(json.dumps({**hello, "fingerprint": first_fingerprint(mine)}))
                 assert json.loads(holder.recv())["type"] == "welcome"
                 with pytest.raises(InvalidRequestError) as busy:
                     fit(client, mine.X, mine.y, batch_size=8, run_id="exp", feedback_every=0)

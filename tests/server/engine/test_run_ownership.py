@@ -97,3 +97,29 @@ def test_a_refused_hello_takes_no_fingerprint() -> None:
         book.hold("r", "intruder")
     book.release("r")
     assert book.hold("r", "owner").fingerprint == "owner"
+
+
+def test_a_run_that_trained_nothing_belongs_to_nobody_yet() -> None:
+    book = RunBook()
+    book.hold("fresh", "first-try")  # a client that crashed before its first batch
+    book.release("fresh")
+    assert book.hold("fresh", "fixed-data").fingerprint == "fixed-data"
+    book.release("fresh")
+    assert book.decide("fresh", 0, "over-rest") is None  # or another client, over REST
+    book.record("fresh", 0, {"seq": 0}, "over-rest")
+    with pytest.raises(RunConflictError):  # trained now: it has an owner
+        book.hold("fresh", "fixed-data")
+    book.hold("seed", "a-hello")
+    book.release("seed")
+    book.record("seed", 0, {"seq": 0})  # the seed's client, no fingerprint, trains it first
+    assert book.decide("seed", 1) is None
+
+
+def test_a_checkpoint_loaded_under_a_live_stream_keeps_its_fingerprint() -> None:
+    book = RunBook()
+    book.hold("live", "f")
+    book.load_json([])  # a pushed checkpoint that never saw the run
+    book.record("live", 0, {"seq": 0})  # the stream's own batch
+    book.release("live")
+    with pytest.raises(RunConflictError):
+        book.decide("live", 1)

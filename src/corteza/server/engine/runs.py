@@ -181,7 +181,8 @@ class RunBook:
 
         Raises :class:`RunBusyError` while another connection holds the run and
         :class:`RunConflictError` for another ``fingerprint`` (or none on a run
-        that has one); a run without one takes it. Nothing changes when refused.
+        that has one); a run without one, or one that has trained nothing, takes
+        it. Nothing changes when refused.
         """
         if fingerprint is not None:
             check_fingerprint(fingerprint)
@@ -189,17 +190,20 @@ class RunBook:
         with self._lock:
             run = self._get_or_add(run_id)
             self._check(run, fingerprint)
-            run.fingerprint = run.fingerprint or fingerprint
+            run.fingerprint = fingerprint if run.next_seq == 0 else run.fingerprint or fingerprint
             run.holders += 1
             run.touched = time.time()
         return run
 
     @staticmethod
     def _check(run: Run, fingerprint: str | None) -> None:
-        """Refuse a caller other than the run's connection or data (lock held)."""
+        """Refuse a caller other than the run's connection or data (lock held).
+
+        A run that has trained nothing (a hello, then nothing) belongs to nobody yet.
+        """
         if run.holders:
             raise RunBusyError(run.run_id)
-        if run.fingerprint is not None and fingerprint != run.fingerprint:
+        if run.next_seq and run.fingerprint is not None and fingerprint != run.fingerprint:
             raise RunConflictError(run.run_id, run.fingerprint, fingerprint)
 
     def release(self, run_id: str) -> None:
@@ -257,7 +261,8 @@ class RunBook:
         """Mark ``seq`` applied (the caller trained it) and keep its answer.
 
         A run without a fingerprint takes ``fingerprint`` (already checked by
-        :meth:`decide`) from its first batch trained.
+        :meth:`decide`); its first batch sets it, unless the batch is a holder's
+        own (``None``: the fingerprint its hello brought stays).
         """
         with self._lock:
             run = self._runs.get(run_id)
@@ -265,8 +270,10 @@ class RunBook:
                 run = self._runs[run_id] = Run(check_run_id(run_id), next_seq=seq)
             if seq != run.next_seq:  # only the worker records, right after decide()
                 raise OutOfOrderError(run_id, seq, run.next_seq)
-            if run.fingerprint is None and fingerprint is not None:
+            if fingerprint is not None and (run.fingerprint is None or seq == 0):
                 run.fingerprint = check_fingerprint(fingerprint)
+            elif seq == 0 and not run.holders:  # a hello's, left by a stream that trained nothing
+                run.fingerprint = None
             run.next_seq += 1
             run.touched = time.time()
             run.answers[seq] = answer
@@ -298,8 +305,9 @@ class RunBook:
     def load_json(self, data: list[dict[str, Any]]) -> None:
         runs = {run.run_id: run for run in map(Run.from_json, data)}
         with self._lock:
-            held = {run_id: run.holders for run_id, run in self._runs.items() if run.holders}
-            for run_id, holders in held.items():  # a live connection keeps holding its run
-                runs.setdefault(run_id, Run(run_id)).holders = holders
+            held = [run for run in self._runs.values() if run.holders]
+            for old in held:  # a live connection keeps holding its run, and its fingerprint
+                kept = runs.setdefault(old.run_id, Run(old.run_id, fingerprint=old.fingerprint))
+                kept.holders = old.holders
             self._runs = runs
             self._prune()
