@@ -14,6 +14,15 @@ Decisions every rank must take alike are taken on global values: the loss a
 step reports (and checks for NaN) is the whole batch's, all-reduced before the
 backward; the gradient norm (clipping, the fp32 non-finite skip, fp16's loss
 scaler) is read from the all-reduced gradients, the same on every rank.
+
+Running out of device memory is such a decision too. The forward pass (where a
+batch's activations are allocated) runs under a guard, and the all-reduce of
+the loss carries a flag beside it: when any rank ran out of memory there, every
+rank raises :class:`GroupOutOfMemoryError` before the backward, nothing is
+applied anywhere, and rank 0 answers as one process does (``out_of_memory``).
+An out-of-memory error later in the step (the backward, whose gradient
+all-reduces are already under way on the other ranks) cannot be agreed on: it
+ends the group, and torchrun restarts it.
 """
 
 from __future__ import annotations
@@ -45,6 +54,11 @@ Summary = tuple[
     tuple[float, float, float],
     dict[str, float | None],
 ]
+
+
+class GroupOutOfMemoryError(torch.cuda.OutOfMemoryError):
+    """Some rank ran out of device memory in a step's forward pass; every rank raises it
+    alike, before the backward: nothing of that step was applied on any rank."""
 
 
 def _target_rows(target: torch.Tensor | None, start: int, end: int) -> tuple[int, int]:
@@ -197,6 +211,19 @@ class Shard:
         self, tensors: Tensors, loss_fn: LossFn
     ) -> tuple[CortezaOutput, LossTerms, torch.Tensor]:
         """This rank's forward and loss; the loss to step on, whose value is the batch's."""
+        try:
+            output, terms, local = self._local_loss(tensors, loss_fn)
+        except torch.cuda.OutOfMemoryError:
+            pass  # the failed forward's tensors are freed on leaving this block
+        else:
+            return output, terms, self._global(local * self.group.world_size, local)
+        self._agree(torch.zeros((), device=self.group.device), failed=True)  # raises, everywhere
+        raise AssertionError("unreachable: a rank that failed takes part in the failure")
+
+    def _local_loss(
+        self, tensors: Tensors, loss_fn: LossFn
+    ) -> tuple[CortezaOutput, LossTerms, torch.Tensor]:
+        """This rank's forward, its loss terms, and its share of the batch's loss."""
         inputs, labels, dendrite_target, coherence_target = tensors
         assert inputs is not None and labels is not None
         size = int(inputs.shape[0])
@@ -220,12 +247,25 @@ class Shard:
                 local = local + 0.0 * head.float().sum()
         if n == 0:
             local = local * 0.0
-        return output, terms, self._global(local * self.group.world_size, local)
+        return output, terms, local
+
+    def _agree(self, share: torch.Tensor, failed: bool = False) -> torch.Tensor:
+        """The all-reduced sum of ``share``; raises :class:`GroupOutOfMemoryError` on every
+        rank when any rank says it ``failed`` (ran out of memory in its forward)."""
+        flag = torch.full((1,), float(failed), device=share.device)
+        value = torch.cat([share.detach().float().reshape(1), flag])
+        dist.all_reduce(value)
+        failures = int(value[1].item())
+        if failures:
+            raise GroupOutOfMemoryError(
+                f"Out of device memory in the forward pass on {failures} of "
+                f"{self.group.world_size} ranks; nothing of that step was applied"
+            )
+        return value[0]
 
     def _global(self, stepped: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
         """``stepped``'s gradient with the all-reduced sum of ``share`` as its value."""
-        value = share.detach().float().clone()
-        dist.all_reduce(value)
+        value = self._agree(share)
         return stepped + (value - stepped).detach()
 
     def outputs(self, output: CortezaOutput, terms: LossTerms) -> Summary:

@@ -29,7 +29,7 @@ from corteza.model import (
 from corteza.server.distributed.control import Op
 from corteza.server.distributed.group import current as current_group
 from corteza.server.distributed.group import leave as leave_group
-from corteza.server.distributed.shard import Shard, Tensors
+from corteza.server.distributed.shard import GroupOutOfMemoryError, Shard, Tensors
 from corteza.server.engine.compilation import CompiledForward
 from corteza.server.engine.device import resolve_device
 from corteza.server.engine.memory import MemoryMeter
@@ -200,15 +200,26 @@ class Trainer:
         fields = [batch.size, shape[1] if len(shape) == 3 else 0, shape[-1], batch.epochs]
         fields += [0 if t is None else t.shape[-1] for t in tensors[2:]]
         rates = self.shard.rates(self.optimizer)  # a job's schedule sets them on rank 0
-        with self.shard.leading(Op.TRAIN, fields, [*tensors, rates], (TrainingDivergedError,)):
+        # Every rank takes these alike; any other error ends the group (torchrun restarts it).
+        expected = (TrainingDivergedError, GroupOutOfMemoryError)
+        with self.shard.leading(Op.TRAIN, fields, [*tensors, rates], expected):
             return self._steps(tensors, batch.size, batch.epochs, started)
 
     def follow(self, fields: list[int]) -> None:
         """A rank but 0: train this rank's slice of the batch rank 0 announced."""
         assert self.shard is not None
         tensors, epochs = self.shard.receive_batch(fields, self.optimizer)
-        with contextlib.suppress(TrainingDivergedError):  # rank 0 answers it
+        out_of_memory = False
+        try:
             self._steps(tensors, int(fields[0]), epochs, time.perf_counter())
+        except TrainingDivergedError:
+            pass  # rank 0 answers it
+        except GroupOutOfMemoryError:
+            out_of_memory = True  # rank 0 answers it; released once the step's tensors are
+        if out_of_memory:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def share_state(self) -> None:
         """Under torch.distributed: rank 0's weights, optimizer state and step to every rank."""
@@ -241,8 +252,10 @@ class Trainer:
                 outcome, output, terms = self._epoch(
                     inputs, labels, dendrite_target, coherence_target, epoch
                 )
-            except torch.cuda.OutOfMemoryError:
-                if applied is None:
+            except torch.cuda.OutOfMemoryError as exc:
+                # Under DDP only the ranks' agreed error (in the forward) leaves the group sound.
+                agreed = self.shard is None or isinstance(exc, GroupOutOfMemoryError)
+                if applied is None or not agreed:
                     raise  # nothing applied: train_batch answers out_of_memory
                 self.optimizer.zero_grad(set_to_none=True)
                 self._prefetched = None
