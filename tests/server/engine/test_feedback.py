@@ -68,6 +68,25 @@ def test_reward_weights_the_step(live_server: LiveServer) -> None:
     assert _mse(moved) < _mse(start)
 
 
+def test_feedback_with_reward_zero_leaves_the_next_step_alone(live_server: LiveServer) -> None:
+    """Reward 0 takes no step and leaves no trace in AdamW's moments: the next step is a
+    first step, every weight moved by about the rate."""
+    X = np.random.default_rng(2).normal(size=(4, TINY.input_dim))
+    head = "capa5.dendrites.0.weight"
+    lr = live_server.state.settings.feedback_lr
+    with Client(live_server.url) as client:
+        client.train_batch(X, [0, 1, 0, 1])
+        for _ in range(5):
+            assert client.send_feedback([-0.5, 0.5] * 8, validated=True, reward=0.0).applied
+        before = snapshot_model(live_server.state)["weights"][head].numpy()
+        client.send_feedback(TARGET, validated=True, reward=1.0)
+        after = snapshot_model(live_server.state)["weights"][head].numpy()
+    moved = np.abs(after - before)
+    moved = moved[moved > 0]  # weights of units without gradient stay
+    assert moved.max() <= lr * 1.01
+    assert np.percentile(moved, 10) > 0.9 * lr
+
+
 def test_feedback_without_batch_id_refers_to_the_latest_batch(live_server: LiveServer) -> None:
     with Client(live_server.url) as client:
         client.train_batch(np.ones((2, 32)), [0, 1])

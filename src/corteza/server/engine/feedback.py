@@ -107,6 +107,10 @@ class DendriteFeedback:
         check_adjustments(target)
         shard = self.trainer.shard
         inputs = self.trainer.staging.to_device(self._memory[batch_id])
+        if reward == 0:  # nothing to learn: the loss only (AdamW's moments stay as they are)
+            with torch.no_grad():
+                loss = self._loss(self._prediction(inputs), target)
+            return FeedbackStep(batch_id, float(loss))
         if shard is None:
             outcome = self._step(inputs, target, reward)
         else:  # every rank steps on its slice; DDP averages the head's gradients
@@ -128,30 +132,39 @@ class DendriteFeedback:
         with contextlib.suppress(InvalidFeedbackError):  # rank 0 answers it
             self._step(inputs, values[:-1], values[-1])
 
+    def _prediction(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The dendrite head's output on ``inputs`` (B, dendrite_dim); the body in eval mode."""
+        trainer = self.trainer
+        trainer.model.eval()
+        try:
+            with torch.no_grad(), self._mixed.autocast():
+                features = trainer.model.features(inputs)  # (B, mlp_out), the heads' input
+        finally:
+            trainer.model.train()
+        with self._mixed.autocast():
+            return torch.tanh(self._head(features))
+
+    def _loss(self, prediction: torch.Tensor, target: list[float]) -> torch.Tensor:
+        goal = torch.tensor(target, dtype=torch.float32, device=prediction.device)
+        with self._mixed.autocast():
+            return F.mse_loss(prediction, goal.expand_as(prediction))
+
     def _step(self, inputs: torch.Tensor, target: list[float], reward: float) -> StepOutcome:
         trainer = self.trainer
         self._optimizer.zero_grad(set_to_none=True)
         if trainer.shard is None:
-            trainer.model.eval()
-            try:
-                with torch.no_grad(), self._mixed.autocast():
-                    features = trainer.model.features(inputs)  # (B, mlp_out), the heads' input
-            finally:
-                trainer.model.train()
-            with self._mixed.autocast():
-                prediction = torch.tanh(self._head(features))  # (B, dendrite_dim)
+            prediction = self._prediction(inputs)
         else:  # this rank's slice, through the DDP wrap (which averages the gradients)
             with self._mixed.autocast():
                 prediction, share = trainer.shard.feedback_prediction(inputs)
-        goal = torch.tensor(target, dtype=torch.float32, device=prediction.device)
-        with self._mixed.autocast():
-            loss = F.mse_loss(prediction, goal.expand_as(prediction))
+        loss = self._loss(prediction, target)
         if trainer.shard is not None:
             loss = trainer.shard.feedback_loss(loss, share)
-        # AdamW normalises the gradient away: the reward scales the step through the rate.
+        # AdamW normalises a weighted gradient away: the reward scales the rate as well, and
+        # weighs this step's gradient against the others' in the optimizer's moments.
         for group in self._optimizer.param_groups:
             group["lr"] = self.lr * reward
-        outcome = self._mixed.step(loss, self._optimizer, self._head.parameters())
+        outcome = self._mixed.step(loss, self._optimizer, self._head.parameters(), weight=reward)
         if not math.isfinite(outcome.loss):
             raise InvalidFeedbackError(
                 f"The dendrite loss of this feedback is {outcome.loss}; no step was taken"
