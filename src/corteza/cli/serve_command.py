@@ -27,6 +27,7 @@ from corteza.server.distributed.follower import follow
 from corteza.server.distributed.group import DistributedSetupError, join, world_size_from_env
 from corteza.server.edge.policy import (
     SecurityConfigError,
+    allows_any_page,
     banner_lines,
     resolve_token,
     server_url,
@@ -188,7 +189,7 @@ def serve(
             tunnel=tunnel is not TunnelChoice.none,
             token=token,
             no_auth=no_auth,
-            any_page="*" in (origin.strip() for origin in cors_origins or []),
+            any_page=allows_any_page(cors_origins or []),
         )
     except SecurityConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

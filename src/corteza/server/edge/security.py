@@ -44,6 +44,7 @@ from corteza.server.edge.policy import (
     ip_address,
     is_loopback,
     is_wildcard,
+    normal_origin,
 )
 from corteza.wire import PROTOCOL_HEADER, ErrorType
 
@@ -92,8 +93,8 @@ def origin_allowed(origin: str, host: str, settings: Settings, scheme: str = "ht
     """Same-origin (the Origin's scheme is the request's and its ``host:port`` the Host
     header) or a listed CORS origin. A server behind a tunnel (``public``) is reached over
     https whatever its own scheme: https pages of its host are same-origin too."""
-    origin = origin.strip().lower().rstrip("/")
-    listed = {o.strip().lower().rstrip("/") for o in settings.cors_origins}
+    origin = normal_origin(origin)
+    listed = {normal_origin(o) for o in settings.cors_origins}
     if "*" in listed or origin in listed:
         return True
     own = {"ws": "http", "wss": "https"}.get(scheme, scheme)
@@ -112,7 +113,7 @@ def cross_site_problem(scope: Scope, settings: Settings) -> str | None:
         return None
     if scope["type"] == "http" and is_exempt(scope["method"], scope["path"]):
         return None
-    listed = {o.strip().lower().rstrip("/") for o in settings.cors_origins}
+    listed = {normal_origin(o) for o in settings.cors_origins}
     origins = _header(scope, b"origin")
     if origins and ("*" in listed or origins[0].decode("latin-1").strip().lower() in listed):
         return None

@@ -19,7 +19,12 @@ from types import TracebackType
 from typing import Any
 
 from corteza.model import PRESETS
-from corteza.server.edge.policy import connect_command, dashboard_url, resolve_token
+from corteza.server.edge.policy import (
+    allows_any_page,
+    connect_command,
+    dashboard_url,
+    resolve_token,
+)
 from corteza.server.launch.server import TunnelledServer
 from corteza.server.launch.tunnel import make_tunnel
 from corteza.server.settings import Settings
@@ -129,7 +134,7 @@ def serve_in_background(
     opener = make_tunnel(tunnel)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    any_page = "*" in settings_overrides.get("cors_origins", ())
+    any_page = allows_any_page(settings_overrides.get("cors_origins", ()))
     token = resolve_token(
         host, tunnel=opener is not None, token=token, no_auth=False, any_page=any_page
     )
