@@ -90,11 +90,13 @@ def test_the_quick_tunnel_url_is_read_from_a_log_line(line: str, url: str | None
 
 
 def test_cloudflared_opens_and_closes_with_its_process(
-    record: Path, tunnel: CloudflaredTunnel
+    record: Path, tunnel: CloudflaredTunnel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CORTEZA_TOKEN", "the-server-token")  # as `serve --nproc-per-node` sets
     assert tunnel.start(LOCAL) == FAKE_URL
     seen = json.loads(record.read_text())
     assert seen["argv"] == ["tunnel", "--url", LOCAL, "--no-autoupdate"]
+    assert "CORTEZA_TOKEN" not in seen["env"] and "FAKE_CLOUDFLARED_RECORD" in seen["env"]
     assert tunnel.process is not None and tunnel.process.pid == seen["pid"]
     assert alive(seen["pid"])
     tunnel.stop()

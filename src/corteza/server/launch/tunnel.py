@@ -46,6 +46,7 @@ NGROK_NO_TOKEN = (
 )
 DEFAULT_URL_TIMEOUT = 30.0  # seconds for cloudflared to print its URL (usually 3-8 s)
 DEFAULT_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when stopping
+WITHHELD_ENV = ("CORTEZA_TOKEN",)  # the server's token: not for the tunnel process
 
 # The quick tunnel's own URL; cloudflared's errors also name api.trycloudflare.com.
 QUICK_TUNNEL_URL = re.compile(r"https://(?!api\.)[a-z0-9-]+\.trycloudflare\.com")
@@ -159,6 +160,7 @@ class CloudflaredTunnel(Tunnel):
                 text=True,
                 errors="replace",
                 start_new_session=True,
+                env=tunnel_environment(),
             )
         except OSError as exc:
             raise TunnelError(f"cloudflared could not start: {exc}") from exc
@@ -221,6 +223,15 @@ class CloudflaredTunnel(Tunnel):
         if self._reader is not None:
             self._reader.join(timeout=self.grace)  # it ends at the end of the log
         logger.info("cloudflared stopped")
+
+
+def tunnel_environment() -> dict[str, str]:
+    """This process's environment less :data:`WITHHELD_ENV`: what the tunnel process gets.
+
+    ``corteza serve --nproc-per-node N`` puts the server's token in the environment
+    for the ranks it starts; cloudflared, which it starts too, has no use for it.
+    """
+    return {name: value for name, value in os.environ.items() if name not in WITHHELD_ENV}
 
 
 def _signal_group(process: subprocess.Popen[str], *, kill: bool) -> None:
