@@ -133,3 +133,27 @@ def test_a_request_without_fingerprint_cannot_answer_for_a_held_or_owned_run(
     assert ack["batch_size"] == 8  # its own batch trained, not the intruder's two samples
     assert (conflict.status_code, conflict.json()["error_type"]) == (409, "run_conflict")
     assert live_server.state.stats.total_samples == 8
+
+
+def test_the_jobs_run_ids_are_the_servers(live_server: LiveServer) -> None:
+    message = (
+        "run_id 'job-1f2e': ids starting with 'job-' belong to the server's jobs; choose another"
+    )
+    body = {"samples": samples(2, TINY.input_dim), "run_id": "job-1f2e", "seq": 0}
+    url = live_server.url.replace("http", "ws") + "/v1/train/stream"
+    with httpx.Client(base_url=live_server.url) as http:
+        rest = http.post("/train_layer2", json=body)
+    with connect(url) as ws:
+        ws.send(json.dumps({"type": "hello", "protocol": PROTOCOL_VERSION, "run_id": "job-1f2e"}))
+        hello = json.loads(ws.recv())
+    assert (rest.status_code, rest.json()["error_type"], rest.json()["error"]) == (
+        422,
+        "invalid_request",
+        message,
+    )
+    assert (hello["type"], hello["error_type"], hello["error"]) == (
+        "error",
+        "invalid_request",
+        message,
+    )
+    assert live_server.state.stats.total_batches == 0

@@ -98,6 +98,19 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+JOB_RUN_PREFIX = "job-"  # the runs of the server's own jobs
+
+
+def check_client_run_id(run_id: str) -> str:
+    """:func:`check_run_id` for a client's run: the jobs' prefix is the server's."""
+    if check_run_id(run_id).startswith(JOB_RUN_PREFIX):
+        raise ValueError(
+            f"run_id {run_id!r}: ids starting with {JOB_RUN_PREFIX!r} belong to the server's "
+            "jobs; choose another"
+        )
+    return run_id
+
+
 @dataclass
 class Run:
     """One run: seqs ``0 .. next_seq - 1`` are in the weights, each exactly once."""

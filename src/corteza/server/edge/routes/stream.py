@@ -49,7 +49,7 @@ from corteza.server.engine.runs import (
     OutOfOrderError,
     RunBusyError,
     RunConflictError,
-    check_run_id,
+    check_client_run_id,
 )
 from corteza.server.engine.trainer import TrainingDivergedError
 from corteza.server.state import ServerState
@@ -239,7 +239,7 @@ class StreamSession:
             if fingerprint is not None and not isinstance(fingerprint, str):
                 raise ValueError("fingerprint must be a string")
             run = self.state.runs.hold(
-                None if run_id is None else check_run_id(str(run_id)), fingerprint
+                None if run_id is None else check_client_run_id(str(run_id)), fingerprint
             )
         except RunConflictError as exc:
             raise StreamError(str(exc), ErrorType.RUN_CONFLICT, None, 0) from exc

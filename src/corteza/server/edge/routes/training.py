@@ -22,8 +22,8 @@ from corteza.server.engine.runs import (
     OutOfOrderError,
     RunBusyError,
     RunConflictError,
+    check_client_run_id,
     check_fingerprint,
-    check_run_id,
 )
 from corteza.server.engine.trainer import TrainingDivergedError
 from corteza.server.settings import Settings
@@ -136,7 +136,7 @@ def parse_train_body(
         )
     if run_id is not None:
         try:
-            check_run_id(run_id)
+            check_client_run_id(run_id)
         except ValueError as exc:
             raise ApiError(422, str(exc), ErrorType.INVALID_REQUEST) from exc
     return incoming
