@@ -23,15 +23,18 @@ which the client raises as its ``InvalidDataError``). Nothing here needs torch.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
+import mmap
 import struct
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +46,10 @@ CHUNK_BYTES = 64 << 20  # rows of a mapped file are checked or written this many
 
 Arrays = dict[str, NDArray[np.float32]]  # a Dataset's fields: "X", "y" and any TARGETS found
 SNIFF_BYTES = 64 << 10  # the head of a text file looked at before it is parsed
+# A .json or .csv file is parsed in memory (JSON takes about four times its size): a server
+# refuses larger ones, and says to save them as .npz, which is memory-mapped or inflated to disk.
+MAX_TEXT_BYTES = 64 * 10**6
+TEXT_FORMATS = (".json", ".csv")
 
 
 # ------------------------------------------------------------------ reading
@@ -54,6 +61,8 @@ def _read_json(path: Path, width: int | None) -> Arrays:
             document = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise invalid_data(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise invalid_data(f"{path} is not valid JSON: it is nested too deep") from exc
     samples = document.get("samples") if isinstance(document, dict) else document
     if not isinstance(samples, list):
         raise invalid_data(
@@ -130,7 +139,7 @@ def _inputs(rows: list[Any]) -> NDArray[np.float32]:
 def _numbers(values: list[Any], name: str) -> NDArray[np.float32]:
     try:
         array = np.asarray(values)
-    except ValueError as exc:  # nested deeper than a sequence
+    except (ValueError, RecursionError) as exc:  # nested deeper than a sequence
         raise invalid_data(f"{name} must hold numbers: {exc}") from exc
     if array.dtype.kind not in "biuf":
         for i, value in enumerate(values):
@@ -144,27 +153,96 @@ def _numbers(values: list[Any], name: str) -> NDArray[np.float32]:
 def _read_npz(path: Path, width: int | None) -> Arrays:
     try:
         arrays = _npz_arrays(path)
+    except DataFileError:
+        raise
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise invalid_data(f"{path} is not a readable .npz archive: {exc}") from exc
     for name in ("X",) if width is not None and "y" not in arrays else ("X", "y"):
         if name not in arrays:
-            names = ", ".join(sorted(arrays)) or "none"
+            with zipfile.ZipFile(path) as archive:
+                held = [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
+            names = ", ".join(sorted(held)) or "none"
             raise invalid_data(f"{path} has no array '{name}' (found: {names})")
-    kept = ("X", "y", *TARGETS)
-    return {name: _as_float32(arrays[name], name) for name in kept if name in arrays}
+    return {name: _as_float32(array, name, path) for name, array in arrays.items()}
+
+
+KEPT = ("X", "y", *TARGETS)  # the arrays of an .npz that are read; others are skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One ``.npy`` member of an ``.npz`` archive, as its header declares it."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype[Any]
+    header_bytes: int  # the magic and header before the data
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def compressed(self) -> bool:
+        return self.info.compress_type != zipfile.ZIP_STORED
+
+
+def npz_members(path: Path) -> dict[str, Member]:
+    """The arrays an ``.npz`` holds (those of :data:`KEPT`), read from their headers alone.
+
+    Nothing past a header is read, so a small archive that inflates to
+    terabytes costs nothing here: each header's shape and dtype must add up to
+    the member's declared size (``file_size``, where zipfile stops and checks
+    the CRC), or the file is refused (``invalid_data``). What the arrays take
+    once converted is then known before anything is inflated.
+    """
+    members: dict[str, Member] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = info.filename.removesuffix(".npy")
+                if not info.filename.endswith(".npy") or name not in KEPT:
+                    continue
+                if info.flag_bits & 0x1:
+                    raise invalid_data(f"{path} member {info.filename} is encrypted")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                    found = Member(info, tuple(shape), fortran, dtype, member.tell())
+                if dtype.hasobject:
+                    raise ValueError(
+                        f"{info.filename} holds Python objects, which are never unpickled"
+                    )
+                if found.header_bytes + found.nbytes != info.file_size:
+                    raise invalid_data(
+                        f"{path} member {info.filename} declares shape {list(shape)} of "
+                        f"{dtype} ({found.nbytes} bytes) but holds "
+                        f"{info.file_size - found.header_bytes} bytes"
+                    )
+                members[name] = found
+    except DataFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise invalid_data(f"{path} is not a readable .npz archive: {exc}") from exc
+    return members
 
 
 def _npz_arrays(path: Path) -> dict[str, NDArray[Any]]:
+    """The kept arrays: stored members memory-mapped, compressed ones inflated to disk."""
     arrays: dict[str, NDArray[Any]] = {}
+    members = npz_members(path)
     with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
-        for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            array = _map_member(path, raw, info)
+        for name, member in members.items():
+            array = None if member.compressed else _map_member(path, raw, member.info)
             if array is None:
-                with archive.open(info) as member:
-                    array = np.lib.format.read_array(member, allow_pickle=False)
-            arrays[info.filename.removesuffix(".npy")] = array
+                array = _inflate(path, archive, member)
+            arrays[name] = array
     return arrays
 
 
@@ -194,6 +272,86 @@ def _map_member(path: Path, raw: BinaryIO, info: zipfile.ZipInfo) -> NDArray[Any
         path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
     )
     return mapped
+
+
+def planned_bytes(path: Path, suffix: str) -> tuple[int, int] | None:
+    """What storing a binary data file takes, from its headers alone; None for text formats.
+
+    ``(converted, scratch)``: the bytes of its arrays as float32, and those
+    written aside while reading it (compressed members inflated, other dtypes
+    converted). A header that does not match the file's size is refused
+    (``invalid_data``) before anything is inflated or allocated.
+    """
+    suffix = suffix.lower()
+    members: Iterable[Member]
+    if suffix == ".npz":
+        members = npz_members(path).values()
+    elif suffix == ".npy":
+        members = [_npy_member(path)]
+    else:
+        return None
+    converted = scratch = 0
+    for member in members:
+        as_float32 = math.prod(member.shape) * 4
+        converted += as_float32
+        scratch += member.nbytes if member.compressed else 0
+        scratch += as_float32 if member.dtype != np.float32 else 0
+    return converted, scratch
+
+
+def _npy_member(path: Path) -> Member:
+    """A ``.npy`` file's header, checked against the file's size."""
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            header = fh.tell()
+    except (ValueError, EOFError) as exc:
+        raise invalid_data(f"{path} is not a readable .npy file: {exc}") from exc
+    info = zipfile.ZipInfo(path.name)
+    info.file_size = path.stat().st_size
+    member = Member(info, tuple(shape), fortran, dtype, header)
+    if dtype.hasobject or header + member.nbytes != info.file_size:
+        raise invalid_data(
+            f"{path} declares shape {list(shape)} of {dtype} ({member.nbytes} bytes) but "
+            f"holds {info.file_size - header} bytes"
+        )
+    return member
+
+
+def _inflate(path: Path, archive: zipfile.ZipFile, member: Member) -> NDArray[Any]:
+    """A compressed member inflated ``CHUNK_BYTES`` at a time into a scratch file, mapped."""
+    order: Literal["F", "C"] = "F" if member.fortran else "C"
+    if member.nbytes == 0:
+        empty: NDArray[Any] = np.zeros(member.shape, dtype=member.dtype, order=order)
+        return empty
+    with _scratch_file(path) as fh, archive.open(member.info) as source:
+        source.seek(member.header_bytes)
+        while block := source.read(CHUNK_BYTES):
+            fh.write(block)
+        if fh.tell() != member.nbytes:
+            raise ValueError(f"{member.info.filename} ends early")
+        fh.flush()
+        inflated: NDArray[Any] = np.memmap(
+            fh, dtype=member.dtype, mode="r", shape=member.shape, order=order
+        )
+    return inflated
+
+
+def _scratch_file(path: Path) -> Any:
+    """An unlinked temporary file on the disk of ``path`` (else the temporary folder).
+
+    A map of it outlives the file object; its space is freed with the map.
+    """
+    try:
+        return tempfile.TemporaryFile(dir=path.parent)
+    except OSError:
+        return tempfile.TemporaryFile()
 
 
 def _read_npy(path: Path, width: int | None) -> Arrays:
@@ -289,22 +447,49 @@ def _from_table(path: Path, table: NDArray[Any], shape_hint: str, width: int | N
     A table exactly ``width`` wide has no label column: all of it is inputs.
     """
     if width is not None and table.ndim == 2 and table.shape[1] == width and len(table):
-        return {"X": _as_float32(table, "X")}
+        return {"X": _as_float32(table, "X", path)}
     if table.ndim != 2 or table.shape[1] < 2:
         if table.ndim == 2 and table.shape[0] == 0:
             raise empty_data(path)
         raise invalid_data(f"{path} has shape {list(table.shape)}; {shape_hint}")
-    return {"X": _as_float32(table[:, :-1], "X"), "y": _as_float32(table[:, -1], "y")}
+    return {
+        "X": _as_float32(table[:, :-1], "X", path),
+        "y": _as_float32(table[:, -1], "y", path),
+    }
 
 
-def _as_float32(array: NDArray[Any], name: str) -> NDArray[np.float32]:
-    """Float32 as it is (a memory map stays one), other numbers converted once."""
+def _as_float32(array: NDArray[Any], name: str, path: Path) -> NDArray[np.float32]:
+    """Float32 as it is (a memory map stays one), other numbers converted once.
+
+    A memory-mapped array of another dtype is converted ``CHUNK_BYTES`` at a
+    time into a mapped scratch file, so RAM does not grow with the file.
+    """
     if array.dtype == np.float32:
         return array
     if array.dtype.kind not in "biuf":
         raise invalid_data(f"{name} must hold numbers, got dtype {array.dtype}")
-    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later
-        return np.asarray(array, dtype=np.float32)
+    if not _mapped(array) or array.ndim == 0 or len(array) == 0:
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later
+            return np.asarray(array, dtype=np.float32)
+    with _scratch_file(path) as fh:
+        fh.truncate(array.size * 4)
+        converted: NDArray[np.float32] = np.memmap(
+            fh, dtype=np.float32, mode="r+", shape=array.shape
+        )
+    for rows in _chunks(len(array), array[:1].nbytes):
+        with np.errstate(over="ignore"):
+            converted[rows] = array[rows]
+    return converted
+
+
+def _mapped(array: NDArray[Any]) -> bool:
+    """Whether ``array`` is (a view of) a memory map."""
+    base: Any = array
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return True
+        base = getattr(base, "base", None)
+    return False
 
 
 # ------------------------------------------------------------------ writing

@@ -149,11 +149,12 @@ def test_npz_written_by_save_dataset_is_memory_mapped(tmp_path: Path) -> None:
     assert isinstance(data.X, np.memmap)
 
 
-def test_compressed_npz_opens_from_memory(tmp_path: Path) -> None:
+def test_compressed_npz_is_inflated_to_disk_not_ram(tmp_path: Path) -> None:
     source = _data()
     np.savez_compressed(tmp_path / "data.npz", X=source.X, y=source.y.astype(np.int64))
     data = open_dataset(tmp_path / "data.npz")
-    assert not isinstance(data.X, np.memmap)
+    assert isinstance(data.X, np.memmap) and isinstance(data.y, np.memmap)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz"]  # unlinked scratch files
     np.testing.assert_array_equal(data.X, source.X)
     assert data.y.dtype == np.float32
 

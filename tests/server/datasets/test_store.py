@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import math
+import tracemalloc
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,7 @@ import pytest
 from corteza.server.datasets.store import (
     DatasetError,
     DatasetStore,
+    StoredDataset,
     UnknownDatasetError,
     check_name,
 )
@@ -167,3 +173,103 @@ def test_a_crash_leaves_no_half_dataset(tmp_path: Path) -> None:
     (tmp_path / ".tmp-0123" / "inputs.npy").write_bytes(b"half")
     store = DatasetStore(tmp_path, max_bytes=None)
     assert store.list() == [] and not (tmp_path / ".tmp-0123").exists()
+
+
+ROWS, COLS = 131_072, 32  # X of 16.8 MB as float32
+
+
+def _compressed_npz(path: Path, *, declared: tuple[int, ...] | None = None) -> str:
+    """A compressed .npz of zeros written a MiB at a time (X's header may claim ``declared``)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in (("X", (ROWS, COLS)), ("y", (ROWS,))):
+            header = io.BytesIO()
+            claimed = declared if declared is not None and name == "X" else shape
+            np.lib.format.write_array_header_1_0(
+                header, {"descr": "<f4", "fortran_order": False, "shape": claimed}
+            )
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                left = math.prod(shape) * 4
+                while left:
+                    member.write(bytes(min(left, 1 << 20)))
+                    left -= min(left, 1 << 20)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _peak(run: Callable[[], object]) -> tuple[object, int]:
+    """What ``run`` returned (or raised) and the peak of memory it allocated (numpy's too)."""
+    tracemalloc.start()
+    try:
+        result: object = run()
+    except Exception as exc:  # the test looks at what was raised
+        result = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, peak
+
+
+def test_a_compressed_npz_over_the_quota_is_refused_before_it_is_inflated(
+    tmp_path: Path,
+) -> None:
+    store = DatasetStore(tmp_path / "data", max_bytes=1_000_000)
+    sha = _compressed_npz(tmp_path / "bomb.npz")
+    assert (tmp_path / "bomb.npz").stat().st_size < 100_000
+    refused, peak = _peak(lambda: store.add_file(tmp_path / "bomb.npz", "bomb.npz", sha, COLS))
+    assert isinstance(refused, DatasetError)
+    assert (refused.status, refused.error_type) == (413, ErrorType.QUOTA_EXCEEDED)
+    assert refused.message == (
+        "Dataset quota exceeded: 17.3 MB do not fit in the 1.0 MB left of 1.0 MB "
+        "(--max-data-gb; remove one with corteza datasets rm)"
+    )
+    assert peak < 4_000_000  # X alone is 16.8 MB: nothing was inflated
+    assert list((tmp_path / "data").glob("*")) == []
+
+
+def test_a_header_that_claims_more_than_its_member_holds_is_a_422(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path / "data", max_bytes=None)
+    sha = _compressed_npz(tmp_path / "lie.npz", declared=(10**13, COLS))
+    with pytest.raises(DatasetError) as refused:
+        store.add_file(tmp_path / "lie.npz", "lie.npz", sha, COLS)
+    assert (refused.value.status, refused.value.error_type) == (422, ErrorType.INVALID_DATA)
+    assert refused.value.message == (
+        f"Malformed data: lie.npz member X.npy declares shape [10000000000000, {COLS}] of "
+        f"float32 (1280000000000000 bytes) but holds {ROWS * COLS * 4} bytes"
+    )
+
+
+@pytest.mark.parametrize("kind", ["compressed.npz", "table.npy", "float64.npy"])
+def test_ram_stays_flat_while_a_large_file_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    for module in ("wire.data_formats", "wire.data_files", "server.datasets.store"):
+        monkeypatch.setattr(f"corteza.{module}.CHUNK_BYTES", 1 << 20)
+    path = tmp_path / kind
+    if kind == "compressed.npz":
+        sha = _compressed_npz(path)
+    else:
+        dtype = np.float64 if kind == "float64.npy" else np.float32
+        table = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(ROWS, COLS + 1))
+        table[:] = 0
+        table.flush()
+        del table
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    store = DatasetStore(tmp_path / "data", max_bytes=None)
+    stored, peak = _peak(lambda: store.add_file(path, kind, sha, COLS))
+    assert isinstance(stored, StoredDataset), stored
+    assert (stored.samples, stored.shape) == (ROWS, [ROWS, COLS])
+    assert peak < 6_000_000  # X alone is 16.8 MB
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", kind])  # no scratch
+
+
+def test_json_nested_too_deep_is_a_422(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path / "data", max_bytes=None)
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(DatasetError) as refused:
+        store.add_file(path, "deep.json", sha, WIDTH)
+    assert (refused.value.status, refused.value.message) == (
+        422,
+        "Malformed data: deep.json is not valid JSON: it is nested too deep",
+    )

@@ -33,7 +33,14 @@ from numpy.typing import NDArray
 from corteza.server.checkpoints.files import digest, fsync_dir
 from corteza.wire import ErrorType
 from corteza.wire.data_files import check_shapes, check_values, read_data_file
-from corteza.wire.data_formats import TARGETS, Arrays
+from corteza.wire.data_formats import (
+    CHUNK_BYTES,
+    MAX_TEXT_BYTES,
+    TARGETS,
+    TEXT_FORMATS,
+    Arrays,
+    planned_bytes,
+)
 from corteza.wire.errors import DataFileError
 
 logger = logging.getLogger(__name__)
@@ -211,11 +218,14 @@ class DatasetStore:
         must hold the file and its converted arrays at once, so twice ``size``.
         """
         self._check_quota(size, reserved=reserved)
+        self._check_disk(size, 2 * size)
+
+    def _check_disk(self, size: int, needed: int) -> None:
         free = shutil.disk_usage(_existing(self.root)).free
-        if 2 * size > free:
+        if needed > free:
             raise DatasetError(
                 507,
-                f"Not enough disk space: storing {_size(size)} needs {_size(2 * size)} free, "
+                f"Not enough disk space: storing {_size(size)} needs {_size(needed)} free, "
                 f"the data folder has {_size(free)}",
                 ErrorType.INSUFFICIENT_STORAGE,
             )
@@ -256,8 +266,10 @@ class DatasetStore:
         """Verify, read, validate and store the data file at ``path`` (which the caller removes).
 
         Raises :class:`DatasetError`: 422 ``hash_mismatch`` when the bytes are
-        not ``expected_sha256``; 422 with the batch validator's ``error_type``
-        naming the first bad row; 413 when the converted arrays exceed the quota.
+        not ``expected_sha256``; 413 for a text file over :data:`MAX_TEXT_BYTES`;
+        413 (quota) or 507 (disk) when the arrays its headers declare would
+        not fit, before anything is inflated; 422 with the batch validator's
+        ``error_type`` naming the first bad row.
         """
         check_sha256(expected_sha256)
         check_name(name)
@@ -271,8 +283,15 @@ class DatasetStore:
             )
         if self.has(expected_sha256):
             return self.open(expected_sha256)
+        suffix = Path(name).suffix
+        check_text_size(name, path.stat().st_size)
         try:
-            arrays = read_data_file(path, suffix=Path(name).suffix, input_dim=input_dim)
+            planned = planned_bytes(path, suffix)
+            if planned is not None:
+                converted, scratch = planned
+                self._check_quota(converted)
+                self._check_disk(converted, converted + scratch)
+            arrays = read_data_file(path, suffix=suffix, input_dim=input_dim)
         except DataFileError as exc:
             # The words name the server's own file: the sender knows it by its name.
             message = exc.message.replace(str(path), name)
@@ -330,7 +349,7 @@ class DatasetStore:
             size = 0
             for key, array in files.items():
                 target = temp / f"{key}.npy"
-                np.save(target, np.ascontiguousarray(array, dtype=np.float32))
+                _save(target, array)
                 size += digest(target, sync=True)["bytes"]
             meta = {
                 "name": name,
@@ -352,6 +371,7 @@ class DatasetStore:
                 self._check_quota(size)
                 temp.rename(self.root / sha256)
                 fsync_dir(self.root)
+                stored = self.open(sha256)  # under the lock: a delete cannot come between
         except BaseException as exc:
             shutil.rmtree(temp, ignore_errors=True)
             if isinstance(exc, OSError):
@@ -360,7 +380,7 @@ class DatasetStore:
         logger.info(
             "dataset %s stored: %s, %d samples, %d bytes", sha256[:12], name, meta["samples"], size
         )
-        return self.open(sha256)
+        return stored
 
     def _sweep(self) -> None:
         """Remove the temporary folders a crash left behind."""
@@ -368,6 +388,29 @@ class DatasetStore:
             return
         for folder in self.root.glob(f"{_TEMP_PREFIX}*"):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_text_size(name: str, size: int) -> None:
+    """Refuse a .json or .csv file over :data:`MAX_TEXT_BYTES` (413): text is parsed in memory."""
+    if Path(name).suffix.lower() in TEXT_FORMATS and size > MAX_TEXT_BYTES:
+        raise DatasetError(
+            413,
+            f"{name} is {_size(size)}: a .json or .csv dataset may be at most "
+            f"{_size(MAX_TEXT_BYTES)} (the server parses text in memory); save it as .npz "
+            "(numpy.savez), which has no such limit",
+            ErrorType.PAYLOAD_TOO_LARGE,
+        )
+
+
+def _save(target: Path, array: NDArray[Any]) -> None:
+    """``array`` as a float32 ``.npy``, copied ``CHUNK_BYTES`` at a time (RAM stays flat)."""
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=array.shape)
+    step = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
+    with np.errstate(over="ignore"):
+        for start in range(0, len(array), step):
+            out[start : start + step] = array[start : start + step]
+    out.flush()
+    del out
 
 
 def _error_type(code: str) -> ErrorType:
