@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from corteza.server import Settings
 from tests.conftest import TINY, LiveServer, start_server, stop_server
+from tests.helpers import wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 TOKEN = "datasets-token"
@@ -258,3 +260,64 @@ def test_a_data_folder_that_cannot_be_written_is_a_507(tmp_path: Path) -> None:
             assert http.get("/v1/datasets").json()["uploads"] == []
     finally:
         stop_server(live)
+
+
+@pytest.mark.parametrize("header", ["Upload-Length", "Upload-Offset"])
+def test_a_number_with_a_non_ascii_digit_is_a_400(http: httpx.Client, header: str) -> None:
+    data = _npz()
+    location = "/v1/datasets/uploads"
+    if header == "Upload-Offset":
+        location = _create(http, data, hashlib.sha256(data).hexdigest()).headers["location"]
+    text = {
+        **TUS,
+        "Upload-Length": str(len(data)),
+        "Upload-Metadata": _meta(filename="d.npz", sha256=hashlib.sha256(data).hexdigest()),
+        "Content-Type": "application/offset+octet-stream",
+    }
+    headers = [(k.encode(), v.encode()) for k, v in text.items() if k != header]
+    headers.append((header.encode(), b"1\xb9"))  # '1¹' in latin-1: isdigit() yes, int() no
+    method = "POST" if header == "Upload-Length" else "PATCH"
+    answer = http.request(method, location, headers=headers, content=b"x")
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "status": "error",
+        "error": f"{header.lower()} must be a whole number of bytes (at most 18 digits), got '1¹'",
+        "error_type": "invalid_request",
+    }
+
+
+def test_an_upload_receiving_a_patch_cannot_be_deleted(
+    http: httpx.Client, server: LiveServer
+) -> None:
+    data = _npz()
+    location = _create(http, data, hashlib.sha256(data).hexdigest()).headers["location"]
+    upload_id = location.rsplit("/", 1)[1]
+    release = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield data[:10]
+        release.wait(30)
+        yield data[10:20]
+
+    answers: list[httpx.Response] = []
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    patch = threading.Thread(
+        target=lambda: answers.append(http.patch(location, content=body(), headers=headers))
+    )
+    patch.start()
+    try:
+        wait_until(lambda: upload_id in server.state.dataset_uploads._busy, "the PATCH")
+        refused = http.delete(location, headers=TUS)
+    finally:
+        release.set()
+        patch.join(30)
+    assert refused.status_code == 423
+    assert refused.json() == {
+        "status": "error",
+        "error": f"Upload {upload_id} is receiving a request; abandon it once that ends",
+        "error_type": "upload_conflict",
+    }
+    assert answers[0].headers["upload-offset"] == "20"
+    assert http.head(location, headers=TUS).headers["upload-offset"] == "20"
+    assert http.delete(location, headers=TUS).status_code == 204
+    assert list(server.state.dataset_uploads.base.iterdir()) == []

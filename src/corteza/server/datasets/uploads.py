@@ -36,6 +36,7 @@ from corteza.server.datasets.store import (
     StoredDataset,
     check_name,
     check_sha256,
+    check_text_size,
     unwritable,
 )
 from corteza.wire import ErrorType
@@ -101,6 +102,7 @@ class DatasetUploads:
             raise DatasetError(
                 400, f"Upload-Length must be at least 1, got {length}", ErrorType.INVALID_REQUEST
             )
+        check_text_size(name, length)
         self._expire()
         with self._lock:
             for upload in self._uploads.values():
@@ -149,8 +151,10 @@ class DatasetUploads:
 
     def begin(self, upload_id: str, offset: int) -> Upload:
         """Claim the upload for one PATCH that starts at ``offset`` (409 elsewhere, 423 busy)."""
-        upload, size = self.get(upload_id)
         with self._lock:
+            upload = self._uploads.get(upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
+            if upload is None:
+                raise DatasetError(404, f"No upload {upload_id[:40]!r}", ErrorType.NOT_FOUND)
             if upload_id in self._busy:
                 raise DatasetError(
                     423,
@@ -158,6 +162,7 @@ class DatasetUploads:
                     "and retry",
                     ErrorType.UPLOAD_CONFLICT,
                 )
+            size = self._size(upload_id)  # under the lock: no other PATCH can be writing
             if offset != size:
                 raise DatasetError(
                     409,
@@ -170,9 +175,24 @@ class DatasetUploads:
         return upload
 
     def write(self, upload: Upload, data: bytes) -> int:
-        """Append ``data`` (the caller checked it fits ``length``); the new offset."""
+        """Append ``data`` (the caller checked it fits ``length``); the new offset.
+
+        The part is opened without being created: an upload removed meanwhile
+        is a 404, never a part file counted nowhere.
+        """
+        with self._lock:
+            tracked = upload.id in self._uploads
+        gone = DatasetError(404, f"No upload {upload.id!r}: it was removed", ErrorType.NOT_FOUND)
+        if not tracked:
+            raise gone
         try:
-            with self._part(upload.id).open("ab") as fh:
+            fd = os.open(self._part(upload.id), os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError as exc:
+            raise gone from exc
+        except OSError as exc:
+            raise unwritable(exc) from exc
+        try:
+            with os.fdopen(fd, "ab") as fh:
                 fh.write(data)
                 size = fh.tell()
         except OSError as exc:  # a full disk: what was written stays, the offset says so
@@ -191,11 +211,23 @@ class DatasetUploads:
         try:
             return self.store.add_file(self._part(upload.id), upload.name, upload.sha256, input_dim)
         finally:
-            self.discard(upload.id)
+            self._drop(upload.id, busy_ok=True)
 
     def discard(self, upload_id: str) -> bool:
-        """Remove the upload and its bytes (tus termination); False when there was none."""
+        """Remove the upload and its bytes (tus termination); False when there was none.
+
+        An upload a PATCH is writing to is not removed: a 423.
+        """
+        return self._drop(upload_id, busy_ok=False)
+
+    def _drop(self, upload_id: str, *, busy_ok: bool) -> bool:
         with self._lock:
+            if not busy_ok and upload_id in self._busy:
+                raise DatasetError(
+                    423,
+                    f"Upload {upload_id} is receiving a request; abandon it once that ends",
+                    ErrorType.UPLOAD_CONFLICT,
+                )
             found = self._uploads.pop(upload_id, None) is not None
             self._busy.discard(upload_id)
         if found:
@@ -258,5 +290,8 @@ class DatasetUploads:
             except FileNotFoundError:
                 touched = 0.0
             if now - touched > self.ttl_s:
-                logger.info("dataset upload %s dropped after %g s idle", upload_id, self.ttl_s)
-                self.discard(upload_id)
+                with contextlib.suppress(DatasetError):  # a PATCH began meanwhile: kept
+                    if self.discard(upload_id):
+                        logger.info(
+                            "dataset upload %s dropped after %g s idle", upload_id, self.ttl_s
+                        )

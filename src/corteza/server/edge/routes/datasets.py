@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -50,6 +51,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 TUS_EXTENSIONS = "creation,termination"
 WRITE_BYTES = 1 << 20  # bytes gathered before a write to disk (off the event loop)
 _MAX_DIGITS = 18  # Upload-Length and Upload-Offset: int() of thousands of digits is slow
+_WHOLE_NUMBER = re.compile(f"[0-9]{{1,{_MAX_DIGITS}}}")  # ASCII digits only: not '¹' or '١'
 
 
 def _refused(exc: DatasetError) -> ApiError:
@@ -68,7 +70,7 @@ def _tus(request: Request) -> None:
 
 def _number(request: Request, header: str) -> int:
     value = request.headers.get(header)
-    if value is None or not value.isdigit() or len(value) > _MAX_DIGITS:
+    if value is None or not _WHOLE_NUMBER.fullmatch(value):
         raise ApiError(
             400,
             f"{header} must be a whole number of bytes (at most {_MAX_DIGITS} digits), "
@@ -196,6 +198,12 @@ async def upload_append(upload_id: str, request: Request, state: StateDep) -> Re
         stored = await run_in_threadpool(uploads.complete, upload, state.settings.model.input_dim)
     except DatasetError as exc:
         raise _refused(exc) from exc
+    except UnknownDatasetError as exc:  # deleted by another request while it was stored
+        raise ApiError(
+            409,
+            f"Dataset {exc.sha256} was deleted while this upload stored it: upload it again",
+            ErrorType.UPLOAD_CONFLICT,
+        ) from exc
     finally:
         uploads.end(upload_id)
     return Response(status_code=204, headers=_headers(offset, **{DATASET_HEADER: stored.sha256}))
@@ -236,11 +244,16 @@ async def _receive(request: Request, uploads: DatasetUploads, upload: Upload, of
     "/uploads/{upload_id}",
     status_code=204,
     summary="tus: abandon an upload",
-    responses=error_responses(404, 412),
+    responses=error_responses(404, 412, 423),
 )
 async def upload_terminate(upload_id: str, request: Request, state: StateDep) -> Response:
+    """423 while a PATCH writes to it: abandon it once that request ends."""
     _tus(request)
-    if not await run_in_threadpool(state.dataset_uploads.discard, upload_id):
+    try:
+        found = await run_in_threadpool(state.dataset_uploads.discard, upload_id)
+    except DatasetError as exc:
+        raise _refused(exc) from exc
+    if not found:
         raise ApiError(404, f"No upload {upload_id[:40]!r}", ErrorType.NOT_FOUND)
     return Response(status_code=204, headers=_headers())
 
