@@ -21,12 +21,16 @@ FINAL_STATES = frozenset({"finished", "cancelled", "failed"})
 DEFAULT_LR_SCHEDULE: LrSchedule = "cosine"
 DEFAULT_WARMUP = 0.05  # share of a cosine job's steps spent warming up
 MAX_JOB_EPOCHS = 10_000
+MAX_QUEUED_JOBS = 32  # jobs waiting behind the one that trains; more are refused (429)
+KEEP_EPOCHS = 100  # epoch scores a record keeps: the last ones, and the best
 
 
 class JobSpec(BaseModel):
-    """Body of ``POST /v1/jobs``: what to train, how long, and when to stop early."""
+    """Body of ``POST /v1/jobs``: what to train, how long, and when to stop early.
 
-    model_config = ConfigDict(extra="forbid")
+    Infinity and NaN are refused (the jobs file is strict JSON, and no loss is <= NaN)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str = Field(description="sha256 of a dataset the server holds (GET /v1/datasets)")
     epochs: int = Field(default=1, ge=1, le=MAX_JOB_EPOCHS, description="passes over the data")
@@ -95,13 +99,16 @@ class JobRecord(BaseModel):
     last_anomaly_prob: float | None = None  # mean anomaly probability of its last batch
     lr: float | None = None  # of its last batch
     base_lr: float | None = None  # the server's rate when the job began, restored at its end
-    epochs_scored: list[EpochScore] = Field(default_factory=list)
+    epochs_scored: list[EpochScore] = Field(default_factory=list)  # the last KEEP_EPOCHS, best
+    epochs_dropped: int = 0  # older epoch scores no longer in epochs_scored
     best_epoch: int | None = None
     best_auc: float | None = None
     best_checkpoint: str | None = None  # under the checkpoint folder, kept from rotation
+    best_bytes: int = 0  # the files of best_checkpoint (hard links: shared while rotated too)
     reached_target: bool = False  # until_loss was met
     stop_reason: str | None = None  # done, until_loss, patience, cancelled, or the error
     error: str | None = None
+    cancel_requested: bool = False  # saved at once: a restart before the job stops cancels it
     created: float = 0.0  # unix seconds
     started: float | None = None
     finished: float | None = None

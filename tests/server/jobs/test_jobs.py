@@ -176,7 +176,7 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
             assert time.monotonic() < deadline
             time.sleep(0.02)
         shown = http.get("/status").json()["job"]
-        forged = http.post(  # the job's run, even with its fingerprint, is the job's alone
+        forged = http.post(  # a job's run, even with its fingerprint, is the server's alone
             "/train_layer2",
             json={"samples": samples(2, TINY.input_dim), "run_id": running["run_id"], "seq": 0},
             headers={"X-Corteza-Run-Fingerprint": f"{running['run_id']}:{sha[:32]}"},
@@ -189,7 +189,11 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
     assert (shown["id"], shown["dataset"], shown["epochs"]) == (running["id"], "sensor.npz", 50)
     assert shown["cursor"] >= 3 and shown["total_batches"] == 250 * 50
     assert "job" not in after  # none runs
-    assert (forged.status_code, forged.json()["error_type"]) == (409, "run_busy")
+    assert (forged.status_code, forged.json()["error_type"]) == (422, "invalid_request")
+    assert forged.json()["error"] == (
+        f"run_id {running['run_id']!r}: ids starting with 'job-' belong to the server's jobs; "
+        "choose another"
+    )
     run = server.state.runs.get(running["run_id"])
     wait_until(lambda: run is not None and not run.holders, "the cancelled job to free its run")
     assert (dropped["state"], dropped["stop_reason"], dropped["cursor"]) == (
@@ -199,6 +203,7 @@ def test_cancel_stops_a_running_job_and_drops_a_queued_one(server: LiveServer) -
     )
     assert (stopped["state"], stopped["stop_reason"]) == ("cancelled", "cancelled")
     assert again == stopped
+    assert (dropped["cancel_requested"], stopped["cancel_requested"]) == (False, True)
     assert stopped["cursor"] < stopped["total_batches"]
     assert status["total_batches"] == stopped["cursor"]  # nothing trains after the answer
     assert status["total_muestras"] == stopped["samples_trained"] == stopped["cursor"] * 8

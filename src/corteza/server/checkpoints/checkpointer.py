@@ -80,6 +80,9 @@ class Checkpointer:
         self._retry_at = 0.0  # monotonic: interval saves wait until then after a failure
         self._pins: dict[str, float] = {}  # checkpoint name -> monotonic expiry
         self._doomed: set[str] = set()  # names pruning has claimed (each save adds one)
+        # Set by a job while it trains: its batches run at its schedule's rates, checkpoints
+        # hold this one, so a resume never starts from a scheduled rate.
+        self.base_lr: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -168,7 +171,13 @@ class Checkpointer:
         if self.root is None:
             return None
         started = time.perf_counter()
+        groups = self.trainer.optimizer.param_groups
+        rates = [group["lr"] for group in groups]
+        base = self.base_lr
         try:
+            if base is not None:  # a job's scheduled rate is not the server's
+                for group in groups:
+                    group["lr"] = base
             path = save_checkpoint(
                 self.root,
                 model=self.trainer.model,
@@ -181,6 +190,9 @@ class Checkpointer:
         except Exception as exc:
             message = self._failed(exc, reason)
             raise CheckpointSaveError(message) from exc
+        finally:
+            for group, rate in zip(groups, rates, strict=True):
+                group["lr"] = rate
         self.last_path = path
         with self._lock:  # removed now: a pin on them finds no folder
             self._doomed = {name for name in self._doomed if (self.root / name).exists()}

@@ -45,9 +45,14 @@ class JobBook:
         self._lock = threading.Lock()
         self._writing = threading.Lock()
         self._jobs: dict[str, JobRecord] = {}
+        self.keep_done = KEEP_DONE
+        self._unsavable = False  # the last save found a value JSON cannot hold (logged once)
 
     def load(self) -> None:
-        """Read the jobs of a previous process; an unreadable file is kept aside, not trusted."""
+        """Read the jobs of a previous process; an unreadable file is kept aside, not trusted.
+
+        A job whose cancel was asked for before the process ended is cancelled now.
+        """
         if self.path is None or not self.path.is_file():
             return
         try:
@@ -58,16 +63,21 @@ class JobBook:
             logger.warning("%s is unreadable (%s); moved to %s", self.path, exc, aside.name)
             os.replace(self.path, aside)
             return
+        for job in jobs:
+            if job.cancel_requested and not job.done:
+                job.state, job.stop_reason, job.finished = "cancelled", "cancelled", time.time()
         with self._lock:
             self._jobs = {job.id: job for job in jobs}
 
-    def add(self, job: JobRecord) -> None:
-        """Keep ``job`` (in memory: :meth:`save` writes it)."""
+    def add(self, job: JobRecord) -> list[JobRecord]:
+        """Keep ``job`` (in memory: :meth:`save` writes it); the ended jobs forgotten for it."""
         with self._lock:
             self._jobs[job.id] = job
             done = [j for j in self._jobs.values() if j.done]
-            for old in done[: max(0, len(done) - KEEP_DONE)]:
+            dropped = done[: max(0, len(done) - self.keep_done)]
+            for old in dropped:
                 del self._jobs[old.id]
+        return dropped
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -97,7 +107,15 @@ class JobBook:
         if self.path is None:
             return
         with self._writing:
-            self._write(self.path, self.snapshot())
+            try:
+                text = self.snapshot()
+            except ValueError as exc:  # a value JSON cannot hold; the file stays as it was
+                if not self._unsavable:
+                    logger.error("could not save the jobs to %s: %s", self.path, exc)
+                self._unsavable = True
+                return
+            self._unsavable = False
+            self._write(self.path, text)
 
     @staticmethod
     def _write(path: Path, text: str) -> None:

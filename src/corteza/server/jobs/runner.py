@@ -25,12 +25,13 @@ from corteza.server.engine.runs import RunBook, RunBusyError, RunConflictError
 from corteza.server.engine.worker import TrainingWorker
 from corteza.server.jobs.book import JobBook, new_job
 from corteza.server.jobs.plan import JobPlan
+from corteza.server.jobs.scoring import forget_best
 from corteza.server.jobs.training import EarlyStopError, JobTraining, job_fingerprint
 from corteza.server.observe.bus import EventBus
 from corteza.server.observe.events import TrainingEvents
 from corteza.server.settings import Settings
 from corteza.wire import ErrorType, dimension_mismatch
-from corteza.wire.jobs import JobRecord, JobSpec, JobState
+from corteza.wire.jobs import MAX_QUEUED_JOBS, JobRecord, JobSpec, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,14 @@ class JobRunner:
         self.training = JobTraining(worker, runs, checkpointer, bus)
         self._ended: dict[str, asyncio.Event] = {}
         self.running: JobRecord | None = None
+        self.max_queued = MAX_QUEUED_JOBS
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Load the jobs of the previous process and start training the pending ones."""
         self.book.load()
+        self.checkpointer.add_listener(self._checkpointed)
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="corteza-jobs")
 
@@ -88,15 +91,35 @@ class JobRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.checkpointer.remove_listener(self._checkpointed)
+        await self._save()  # the cursors as they stand: each at most what a checkpoint holds
+
+    def _checkpointed(self, durable: dict[str, int]) -> None:
+        """On the worker's thread after a checkpoint: the running job's cursor, which that
+        checkpoint holds (its batches' answers came after their training), goes on disk."""
+        job = self.running
+        if job is not None and job.run_id in durable:
+            self.book.save()
 
     # ------------------------------------------------------------ what the routes call
 
     async def submit(self, spec: JobSpec) -> JobRecord:
         """Queue a job; :class:`JobError` (nothing queued) for a spec this server cannot train."""
         await asyncio.to_thread(self._check, spec)
+        queued = sum(job.state == "queued" for job in self.book.all())
+        if queued >= self.max_queued:
+            raise JobError(
+                429,
+                f"{queued} jobs are queued on this server, its limit: wait for one to end "
+                "or cancel one (POST /v1/jobs/{id}/cancel)",
+                ErrorType.QUOTA_EXCEEDED,
+            )
         job = new_job(spec)
-        self.book.add(job)
+        dropped = self.book.add(job)
         await self._save()
+        root = self.checkpointer.root
+        if dropped and root is not None:  # after the save: a crash leaves no record without one
+            await asyncio.to_thread(forget_best, root, [old.id for old in dropped])
         self.bus.publish("job_queued", job_id=job.id, run_id=job.run_id, dataset=spec.dataset)
         if self._wake is not None:
             self._wake.set()
@@ -134,6 +157,9 @@ class JobRunner:
         if job.state == "queued":
             await self._finish(job, "cancelled", "cancelled")
             return job
+        if not job.cancel_requested:  # saved at once: a restart before the job stops cancels it
+            job.cancel_requested = True
+            await self._save()
         self.training.cancelling.add(job.id)
         ended = self._ended.setdefault(job.id, asyncio.Event())
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
@@ -150,6 +176,14 @@ class JobRunner:
         if dataset.input_dim != width:
             error = dimension_mismatch(width, dataset.input_dim)
             raise JobError(422, f"{error.message} (dataset {dataset.name})", error.error_type)
+        shape = dataset.shape
+        if len(shape) == 3 and shape[1] > self.settings.max_seq_len:
+            raise JobError(
+                422,
+                f"Sequence too long: {shape[1]} time steps (dataset {dataset.name}); this "
+                f"server takes at most {self.settings.max_seq_len} (--max-seq-len)",
+                ErrorType.SEQUENCE_TOO_LONG,
+            )
         if spec.batch_size > self.settings.max_batch_samples:
             raise JobError(
                 422,
@@ -192,7 +226,11 @@ class JobRunner:
                     logger.exception("job %s failed", job.id)
                 message = exc.message if isinstance(exc, JobError) else f"{exc}"
                 if not job.done:  # not cancelled meanwhile
-                    await self._finish(job, "failed", f"failed: {message}", error=message)
+                    try:
+                        await self._finish(job, "failed", f"failed: {message}", error=message)
+                    except Exception:  # the queue goes on: the job is failed in memory
+                        logger.exception("job %s: recording its failure failed", job.id)
+                        job.state = "failed"
             finally:
                 self.running = None
 
@@ -214,17 +252,31 @@ class JobRunner:
         job.dataset_name, job.train_samples = dataset.name, len(plan.train_rows)
         job.holdout_samples, job.batches_per_epoch = len(plan.held_rows), plan.per_epoch
         job.total_batches = plan.total
-        await self.worker.run(training.set_lr(base))  # a checkpoint may hold a scheduled rate
-        try:  # the job's run is its own while it trains: a client's batch on it is run_busy
-            self.runs.hold(job.run_id, job_fingerprint(job))
-        except RunBusyError as exc:
-            raise JobError(409, str(exc), ErrorType.RUN_BUSY) from None
-        except RunConflictError as exc:
-            raise JobError(409, str(exc), ErrorType.RUN_CONFLICT) from None
+        if job.cursor > 0 and self.runs.get(job.run_id) is None:
+            raise JobError(
+                409,
+                f"its run {job.run_id} is no longer in the run book (pruned while the server "
+                f"was down, --runs-keep / --runs-keep-hours), so the {job.cursor} batches it "
+                "trained would be trained again from batch 0; queue it again to retrain",
+                ErrorType.RUN_CONFLICT,
+            )
+        # Checkpoints hold the base rate while the job sets its schedule's (Checkpointer.save);
+        # one saved before that was so may hold a scheduled rate: base again.
+        self.checkpointer.base_lr = base
         try:
-            await self._train(job, plan, base)
+            await self.worker.run(training.set_lr(base))
+            try:  # the job's run is its own while it trains: a client's batch on it is run_busy
+                self.runs.hold(job.run_id, job_fingerprint(job))
+            except RunBusyError as exc:
+                raise JobError(409, str(exc), ErrorType.RUN_BUSY) from None
+            except RunConflictError as exc:
+                raise JobError(409, str(exc), ErrorType.RUN_CONFLICT) from None
+            try:
+                await self._train(job, plan, base)
+            finally:
+                self.runs.release(job.run_id)
         finally:
-            self.runs.release(job.run_id)
+            self.checkpointer.base_lr = None
 
     async def _train(self, job: JobRecord, plan: JobPlan, base: float) -> None:
         training = self.training

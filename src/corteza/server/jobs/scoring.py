@@ -4,7 +4,8 @@ The holdout is scored in chunks on the worker's thread (eval mode, no
 gradients), so batches that clients stream meanwhile interleave with it.
 The best epoch's checkpoint is hard-linked (copied where links are not
 possible) into ``<checkpoint_dir>/best/job-<id>/``, which pruning never
-visits: it holds one checkpoint, replaced when an epoch beats it.
+visits: it holds one checkpoint, replaced when an epoch beats it, and goes
+when the job's record is forgotten (:data:`~corteza.server.jobs.book.KEEP_DONE`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def keep_best(root: Path, job_id: str, checkpoint: Path) -> Path:
 
     The new one is complete before the old one goes, so a crash leaves one or both.
     """
-    folder = root / BEST_FOLDER / f"job-{job_id}"
+    folder = best_folder(root, job_id)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint.name
     if not final.exists():
@@ -83,3 +84,21 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:  # another file system, or one without hard links (some FUSE mounts)
         shutil.copy2(source, target)
+
+
+def best_folder(root: Path, job_id: str) -> Path:
+    return root / BEST_FOLDER / f"job-{job_id}"
+
+
+def forget_best(root: Path, job_ids: list[str]) -> None:
+    """Remove the best checkpoints of these jobs (their records are gone)."""
+    for job_id in job_ids:
+        folder = best_folder(root, job_id)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("best checkpoint of job %s removed with its record", job_id)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -22,9 +22,9 @@ from corteza.server.engine.runs import RunBook
 from corteza.server.engine.worker import TrainingWorker
 from corteza.server.jobs.plan import JobPlan
 from corteza.server.jobs.schedule import learning_rate
-from corteza.server.jobs.scoring import BEST_FOLDER, keep_best, score_holdout
+from corteza.server.jobs.scoring import BEST_FOLDER, keep_best, score_holdout, tree_bytes
 from corteza.server.observe.bus import EventBus
-from corteza.wire.jobs import EpochScore, JobRecord, samples_before
+from corteza.wire.jobs import KEEP_EPOCHS, EpochScore, JobRecord, samples_before
 from corteza.wire.validation import Batch
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,15 @@ class JobTraining:
         rate, back = self.worker.run(self.set_lr(lr)), self.worker.run(self.set_lr(base))
         return asyncio.ensure_future(_trained(asyncio.gather(rate, train, back)))
 
+    def _save_and_keep(self, job: JobRecord, improved: bool) -> tuple[Path | None, Path | None]:
+        """On the worker's thread: save a checkpoint and, when ``improved``, link it as the
+        job's best before any batch can come between (an interval save would prune it)."""
+        checkpoint = self.checkpointer.try_save("job")
+        root = self.checkpointer.root
+        if not improved or checkpoint is None or root is None:
+            return checkpoint, None
+        return checkpoint, keep_best(root, job.id, checkpoint)
+
     def set_lr(self, lr: float) -> Callable[[], None]:
         def apply() -> None:  # on the worker's thread, between batches
             for group in self.checkpointer.trainer.optimizer.param_groups:
@@ -180,15 +189,14 @@ class JobTraining:
                 self.worker, plan.dataset.inputs, plan.dataset.labels, plan.held_rows
             )
         seconds = time.monotonic() - started  # training and scoring; the save comes after
-        checkpoint = await self.save_checkpoint()
         auc = None if score is None else score.auc
         improved = auc is not None and (job.best_auc is None or auc > job.best_auc)
+        checkpoint, best = await self.worker.run(lambda: self._save_and_keep(job, improved))
         if improved:
             job.best_epoch, job.best_auc = epoch, auc
-            root = self.checkpointer.root
-            if checkpoint is not None and root is not None:
-                best = await asyncio.to_thread(keep_best, root, job.id, checkpoint)
+            if best is not None:
                 job.best_checkpoint = str(Path(BEST_FOLDER) / best.parent.name / best.name)
+                job.best_bytes = await asyncio.to_thread(tree_bytes, best)
         entry = EpochScore(
             epoch=epoch,
             train_loss=sum(losses) / len(losses) if losses else None,
@@ -198,7 +206,9 @@ class JobTraining:
             checkpoint=None if checkpoint is None else checkpoint.name,
             seconds=seconds,
         )
-        job.epochs_scored = [e for e in job.epochs_scored if e.epoch != epoch] + [entry]
+        scored = [e for e in job.epochs_scored if e.epoch != epoch] + [entry]
+        job.epochs_scored, dropped = trim_epochs(scored, job.best_epoch, KEEP_EPOCHS)
+        job.epochs_dropped += dropped
         await save()
         self.bus.publish(
             "job_epoch",
@@ -218,6 +228,15 @@ class JobTraining:
         last = epoch == job.spec.epochs - 1
         if patience is not None and waited is not None and waited >= patience and not last:
             raise EarlyStopError("patience")
+
+
+def trim_epochs(
+    scored: list[EpochScore], best: int | None, keep: int
+) -> tuple[list[EpochScore], int]:
+    """The last ``keep`` epoch scores and the best one (in epoch order); how many went."""
+    last = {e.epoch for e in scored[-keep:]} if keep else set()
+    kept = [e for e in scored if e.epoch in last or e.epoch == best]
+    return kept, len(scored) - len(kept)
 
 
 async def _trained(together: asyncio.Future[list[Any]]) -> dict[str, Any]:

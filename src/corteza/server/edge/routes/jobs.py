@@ -4,7 +4,8 @@
 A job trains a dataset the server holds (``POST /v1/datasets/uploads``) in the
 worker, between the batches clients send, and survives restarts of the server
 (:mod:`corteza.server.jobs`). An unknown dataset or job is a 404 ``not_found``;
-a spec this server cannot train is a 422 naming why.
+a spec this server cannot train is a 422 naming why. A job's best checkpoint
+(``best/job-<id>/``, ``best_bytes`` in its record) goes with its record.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def _refused(exc: JobError) -> ApiError:
     status_code=201,
     response_model=JobRecord,
     summary="Queue a job",
-    responses=error_responses(400, 404, 422),
+    responses=error_responses(400, 404, 422, 429),
 )
 async def start_job(spec: JobSpec, state: StateDep) -> JobRecord:
     """Queued behind the jobs before it; it trains once they end. 404 when the dataset is
-    not on this server; 422 for a width, batch size or holdout it cannot train."""
+    not on this server; 422 for a width, sequence length, batch size or holdout it cannot
+    train, or a bound that is not a finite number; 429 ``quota_exceeded`` when
+    ``MAX_QUEUED_JOBS`` (32) jobs are already queued."""
     try:
         return await state.jobs.submit(spec)
     except JobError as exc:
