@@ -19,6 +19,7 @@ by ``(run_id, seq)``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -73,23 +74,111 @@ def share_state(group: DistributedGroup, model: torch.nn.Module, extra: dict[str
     """Rank 0's weights into every rank's model; ``extra`` (optimizer state, counters) to all.
 
     Returns rank 0's ``extra`` (every rank gets the same). Boxes need no shared disk.
+    Nothing is unpickled: ``extra`` travels as JSON and tensors (see :func:`broadcast_state`).
     """
     with torch.no_grad():
         for tensor in model.state_dict().values():
             dist.broadcast(tensor, src=0)
-    payload: list[Any] = [_to_cpu(extra) if group.leader else None]
-    dist.broadcast_object_list(payload, src=0, group=group.control)
-    return payload[0]
+    return broadcast_state(group, extra if group.leader else None)
 
 
-def _to_cpu(value: Any) -> Any:
+def broadcast_state(group: DistributedGroup, value: Any) -> Any:
+    """Rank 0's ``value`` (dicts with str or int keys, lists, tuples, tensors, JSON scalars)
+    to every rank, on the control group: its outline as JSON, then its tensors (on the CPU).
+
+    The other ranks pass None and get rank 0's value; no rank unpickles anything.
+    """
+    tensors: list[torch.Tensor] = []
+    outline = json.dumps(_outline(value, tensors)).encode() if group.leader else b""
+    received = json.loads(_broadcast_bytes(group, outline))
+    if not group.leader:
+        tensors = [
+            torch.empty(shape, dtype=_DTYPES[dtype]) for dtype, shape in _tensor_specs(received)
+        ]
+    for tensor in tensors:
+        if tensor.numel():
+            dist.broadcast(tensor, src=0, group=group.control)
+    return _rebuild(received, tensors)
+
+
+_DTYPES = {
+    str(t).removeprefix("torch."): t
+    for t in (
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    )
+}
+
+
+def _broadcast_bytes(group: DistributedGroup, data: bytes) -> bytes:
+    size = torch.tensor([len(data)], dtype=torch.int64)
+    dist.broadcast(size, src=0, group=group.control)
+    buffer = torch.zeros(int(size.item()), dtype=torch.uint8)
+    if group.leader:
+        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    dist.broadcast(buffer, src=0, group=group.control)
+    return bytes(buffer.numpy().tobytes())
+
+
+def _outline(value: Any, tensors: list[torch.Tensor]) -> Any:
+    """``value`` as JSON values, its tensors appended to ``tensors`` (on the CPU)."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        tensors.append(value.detach().cpu().contiguous())
+        dtype = str(value.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES:
+            raise TypeError(f"cannot share a tensor of {value.dtype}")
+        return {"tensor": [dtype, list(value.shape)]}
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        for key in value:
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                raise TypeError(f"cannot share a dict key {key!r:.40}")
+        return {"dict": [[k, _outline(v, tensors)] for k, v in value.items()]}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
+        kind = "list" if isinstance(value, list) else "tuple"
+        return {kind: [_outline(v, tensors) for v in value]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot share a {type(value).__name__}")
+
+
+def _tensor_specs(outline: Any) -> Iterator[tuple[str, list[int]]]:
+    """The ``(dtype, shape)`` of each tensor in ``outline``, in :func:`_outline`'s order."""
+    if isinstance(outline, dict):
+        ((kind, content),) = outline.items()
+        if kind == "tensor":
+            yield content[0], content[1]
+        elif kind == "dict":
+            for _, item in content:
+                yield from _tensor_specs(item)
+        else:
+            for item in content:
+                yield from _tensor_specs(item)
+
+
+def _rebuild(outline: Any, tensors: list[torch.Tensor]) -> Any:
+    """The value :func:`_outline` described, its tensors taken from ``tensors`` in order."""
+    position = iter(tensors)
+
+    def build(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        ((kind, content),) = item.items()
+        if kind == "tensor":
+            return next(position)
+        if kind == "dict":
+            return {k: build(v) for k, v in content}
+        built = [build(v) for v in content]
+        return built if kind == "list" else tuple(built)
+
+    return build(outline)
 
 
 class Leader:

@@ -13,6 +13,7 @@ rank 0 sends before every operation (see :mod:`corteza.server.distributed.contro
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -157,6 +158,22 @@ def _store(world: int, timeout: timedelta) -> Store | None:
     return PrefixStore(f"corteza/attempt_{attempt}/", store)
 
 
+def gather_json(value: Any, world: int, control: Any) -> list[Any]:
+    """Every rank's ``value`` (JSON), by rank, on the ``control`` group; nothing unpickled."""
+    data = json.dumps(value).encode()
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.int64), group=control)
+    longest = max(int(size.item()) for size in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8)
+    padded[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    parts = [torch.empty(longest, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(parts, padded, group=control)
+    return [
+        json.loads(part[: int(size.item())].numpy().tobytes())
+        for part, size in zip(parts, sizes, strict=True)
+    ]
+
+
 def join(settings: Settings) -> DistributedGroup | None:
     """Join the group torchrun started; None when this is the only process.
 
@@ -182,8 +199,7 @@ def join(settings: Settings) -> DistributedGroup | None:
     here = f"{socket.gethostname()} {device}"
     if device.type == "cuda":
         here += f" ({device_name(device)})"
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, (socket.gethostname(), here), group=control)
+    gathered = gather_json([socket.gethostname(), here], world, control)
     nodes = int(os.environ.get("GROUP_WORLD_SIZE") or len({host for host, _ in gathered}))
     _current = DistributedGroup(
         rank=rank,

@@ -7,6 +7,11 @@ plain ``torchrun ... -m corteza serve ...`` is the same thing. One box without
 ``--master-port`` runs ``--standalone`` (a free rendezvous port); several boxes
 use the static rendezvous at ``--master-addr:--master-port``, where the box of
 ``--node-rank 0`` holds rank 0, the server.
+
+Neither the rendezvous nor the collectives authenticate anyone, and torchrun's
+TCP store (here, in the launcher) listens on every interface whatever the
+rendezvous address (torch 2.13 creates it with no address to bind): one box is
+behind a firewall, several boxes share a private network (the README says so).
 """
 
 from __future__ import annotations
