@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from corteza.client import Client
 from corteza.server import Settings
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import corteza
+
+WIDE = {**os.environ, "COLUMNS": "200"}  # a table wide enough that no name is wrapped
 
 
 @pytest.fixture
@@ -44,3 +49,21 @@ def test_upload_list_and_remove(server: LiveServer, data_file: Path) -> None:
     assert gone.returncode == 2
     assert gone.stderr.strip() == f"error: No dataset on the server starts with {sha[:12]}"
     assert server.state.datasets.list() == []
+
+
+def test_names_with_rich_markup_are_printed_as_they_are(server: LiveServer) -> None:
+    name = "evil[bold]x[on red].npz"  # read as markup, its brackets would vanish
+    rng = np.random.default_rng(0)
+    x = rng.random((40, TINY.input_dim), dtype=np.float32)
+    stored = server.state.datasets.add_arrays(x, np.arange(40) % 2, name=name)
+    listed = corteza("datasets", "list", "--server", server.url, env=WIDE)
+    assert listed.returncode == 0, listed.stderr
+    assert name in listed.stdout
+    with Client(server.url) as client:
+        job = client.start_job(stored.sha256, epochs=1, batch_size=8, holdout=0.25)
+    jobs = corteza("jobs", "list", "--server", server.url, env=WIDE)
+    assert jobs.returncode == 0, jobs.stderr
+    assert name in jobs.stdout
+    shown = corteza("jobs", "show", job.id, "--server", server.url, env=WIDE)
+    assert shown.returncode == 0, shown.stderr
+    assert f"dataset {name} ({stored.sha256[:16]})" in shown.stdout

@@ -148,7 +148,8 @@ def list_datasets(
     for d in listing.datasets:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added))
         shape = "×".join(str(n) for n in d.shape)
-        table.add_row(d.sha256[:16], d.name, str(d.samples), shape, f"{d.bytes / 1e6:.1f}", added)
+        row = (d.sha256[:16], d.name, str(d.samples), shape, f"{d.bytes / 1e6:.1f}", added)
+        table.add_row(*(escape(cell) for cell in row))  # a name is the server's text, not markup
     quota = "no quota" if listing.quota_bytes is None else f"{listing.quota_bytes / 1e9:g} GB"
     stdout.print(table)
     typer.echo(f"{listing.used_bytes / 1e6:.1f} MB used of {quota}")

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from corteza.cli.common import (
@@ -89,7 +90,7 @@ def list_jobs(
     table = Table(id_column, "state", "dataset", "batches", "epoch", "best AUC", "started")
     for job in found:
         started = time.strftime("%H:%M", time.localtime(job.started or job.created))
-        table.add_row(
+        row = (
             job.id,
             job.state,
             job.dataset_name or job.spec.dataset[:16],
@@ -98,6 +99,7 @@ def list_jobs(
             "-" if job.best_auc is None else f"{job.best_auc:.4f}",
             started,
         )
+        table.add_row(*(escape(cell) for cell in row))  # the server's text, not markup
     stdout.print(table)
 
 
@@ -118,7 +120,7 @@ def show(
         print_json(job.model_dump())
         return
     spec = job.spec
-    stdout.print(
+    stdout.print(  # the server's text, printed as it is (never read as markup)
         f"job {job.id}: {job.state}"
         + ("" if job.stop_reason is None else f" ({job.stop_reason})")
         + f", batch {job.cursor}/{job.total_batches}, {job.samples_trained} samples trained\n"
@@ -126,12 +128,15 @@ def show(
         f"train, {job.holdout_samples} held out; {spec.epochs} epoch(s) of batch "
         f"{spec.batch_size}, lr schedule {spec.lr_schedule}",
         highlight=False,
+        markup=False,
     )
     if job.epochs_scored:
         stdout.print(epochs_table(job))
     if job.best_checkpoint:
         best = "?" if job.best_epoch is None else job.best_epoch + 1
-        stdout.print(f"best checkpoint (epoch {best}): {job.best_checkpoint}")
+        stdout.print(
+            f"best checkpoint (epoch {best}): {job.best_checkpoint}", markup=False, highlight=False
+        )
 
 
 @app.command("watch", cls=Command)
@@ -259,6 +264,7 @@ def _detached(job_id: str, record: JobRecord | None, as_json: bool, server: str 
             f"detached: job {job_id} goes on training on the server; follow it again with "
             f"`{again}`, stop it with `corteza jobs cancel {job_id}{where}`",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
     raise typer.Exit(EXIT_INTERRUPTED)
