@@ -1,8 +1,11 @@
 """The jobs a server knows, kept on disk as one JSON file written atomically.
 
 ``<checkpoint_dir>/jobs.json`` holds every job's spec and record (state,
-per-epoch scores, best epoch); a job's cursor is not in it but in the run
-book, which each checkpoint saves with the weights. The file is written to a
+per-epoch scores, best epoch, a cancel asked for). Where a job resumes is in
+the run book, which each checkpoint saves with the weights; the cursor in the
+file is written after a checkpoint that holds it, so it is never ahead of the
+newest checkpoint (a job whose run is gone with a cursor > 0 was forgotten,
+not untrained). The file is written to a
 temporary name, fsynced and renamed over the old one, so a crash leaves the
 previous file or the new one. Without a checkpoint folder nothing survives a
 restart, the jobs neither.

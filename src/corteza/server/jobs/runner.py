@@ -9,6 +9,11 @@ weights, so after a kill the job resumes at the next seq of its run, and every
 sample is trained exactly ``epochs`` times. After each epoch the runner scores
 the holdout, saves a checkpoint, keeps the best one apart and writes the
 job's record (:class:`~corteza.server.jobs.book.JobBook`).
+
+Bounds: at most ``MAX_QUEUED_JOBS`` queued (429 ``quota_exceeded``), no spec
+with Infinity or NaN, no dataset longer than ``--max-seq-len`` steps. A job
+whose run the run book has forgotten (``--runs-keep``) fails rather than train
+its batches a second time. A failure to record a job never stops the queue.
 """
 
 from __future__ import annotations
