@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -19,7 +22,8 @@ from corteza.client import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from corteza.client.uploads import PIECE
+from corteza.client.errors import ProtocolError
+from corteza.client.uploads import PIECE, upload_dataset
 from corteza.server import Settings
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import wait_until
@@ -185,3 +189,59 @@ def test_the_async_client_uploads_lists_and_deletes(
     sha, listed, after = asyncio.run(run())
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (listed, after) == ([sha], [])
+
+
+def test_an_upload_location_on_another_server_is_refused(tmp_path: Path) -> None:
+    """A stand-in server (plain http.server) answers a Location elsewhere; no token leaves."""
+    reached: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            reached.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def do_PATCH(self) -> None:
+            self.do_HEAD()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Hostile(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # the dataset is not here
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            self.send_response(201)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/steal")
+            self.send_header("Upload-Offset", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    hostile = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    for server in (other, hostile):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hostile.server_port}"
+    path = _data(tmp_path / "d.npz", 8)
+    try:
+        with (
+            httpx.Client(base_url=url, headers={"Authorization": "Bearer secret"}) as http,
+            pytest.raises(ProtocolError) as refused,
+        ):
+            upload_dataset(http, path)
+    finally:
+        for server in (other, hostile):
+            server.shutdown()
+            server.server_close()
+    assert str(refused.value) == (
+        f"/v1/datasets/uploads answered Location 'http://127.0.0.1:{other.server_port}/steal', "
+        f"which is not on http://127.0.0.1:{hostile.server_port}: the upload (and its token) "
+        "goes only to the server"
+    )
+    assert reached == []

@@ -195,7 +195,30 @@ def _create(http: httpx.Client, name: str, sha256: str, size: int) -> tuple[str,
     location = response.headers.get("location")
     if response.status_code != 201 or not location:
         raise ProtocolError(f"{UPLOADS_PATH} answered {response.status_code} without a Location")
-    return location, int(response.headers.get("upload-offset", 0))
+    return _same_origin(http, location), int(response.headers.get("upload-offset", 0))
+
+
+def _same_origin(http: httpx.Client, location: str) -> str:
+    """``location`` when it is a path, or a URL of the client's own server; else ProtocolError.
+
+    The upload's requests carry the client's token: they go nowhere else.
+    """
+    url = httpx.URL(location)
+    if not url.scheme and not url.host:
+        return location  # a path: joined to the server's URL
+    base = http.base_url
+    ports = {"http": 80, "https": 443}
+    if (url.scheme, url.host, url.port or ports.get(url.scheme)) != (
+        base.scheme,
+        base.host,
+        base.port or ports.get(base.scheme),
+    ):
+        raise ProtocolError(
+            f"{UPLOADS_PATH} answered Location {location[:200]!r}, which is not on "
+            f"{base.scheme}://{base.netloc.decode('ascii')}: the upload (and its token) "
+            "goes only to the server"
+        )
+    return location
 
 
 def _offset(http: httpx.Client, location: str) -> int | None:
