@@ -76,12 +76,22 @@ def stop_server(live: LiveServer) -> None:
     live.thread.join(timeout=30)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers without --data-dir keep datasets in the cache, and lock it: one per session."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _no_saved_server(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A developer's own `corteza connect` must not redirect the tests (subprocesses too)."""
     monkeypatch.setenv("CORTEZA_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # its servers'
     monkeypatch.delenv("CORTEZA_URL", raising=False)
     monkeypatch.delenv("COLAB_SERVER_URL", raising=False)
     monkeypatch.delenv("CORTEZA_TOKEN", raising=False)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corteza.client import Client
+from corteza.client import Client, free_port
 from corteza.server import Settings
+from corteza.server.datasets.store import DatasetStore, data_folder_busy
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import corteza
 
@@ -67,3 +68,20 @@ def test_names_with_rich_markup_are_printed_as_they_are(server: LiveServer) -> N
     shown = corteza("jobs", "show", job.id, "--server", server.url, env=WIDE)
     assert shown.returncode == 0, shown.stderr
     assert f"dataset {name} ({stored.sha256[:16]})" in shown.stdout
+
+
+def test_a_second_server_on_the_same_data_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    store = DatasetStore(folder, max_bytes=None)  # this process serves from it
+    try:
+        refused = corteza(
+            "serve", "--preset", "tiny", "--port", str(free_port()), "--data-dir", str(folder)
+        )
+    finally:
+        store.close()
+    assert (refused.returncode, refused.stdout + refused.stderr) == (
+        2,
+        f"error: the data folder {folder} is in use by another corteza server: stop it, or "
+        "give this one a folder of its own with --data-dir\n",
+    )
+    assert data_folder_busy(folder) is None  # let go: the next server may take it

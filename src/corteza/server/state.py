@@ -133,3 +133,4 @@ class ServerState:
             self.webhooks.close()
         self.events.close()
         self.uploads.close()
+        self.datasets.close()  # its data folder's lock: another server may use it now

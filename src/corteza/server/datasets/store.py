@@ -14,12 +14,14 @@ the routes answer them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -60,6 +62,17 @@ class DatasetError(Exception):
         self.message = message
         self.error_type = error_type
         self.extra = extra
+
+
+class DataFolderBusyError(RuntimeError):
+    """Another server process uses this data folder."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(
+            f"the data folder {root} is in use by another corteza server: stop it, or give "
+            "this one a folder of its own with --data-dir"
+        )
+        self.root = root
 
 
 class UnknownDatasetError(KeyError):
@@ -153,14 +166,24 @@ class DatasetStore:
     4
 
     The folder is made on the first write, so a server that never stores a
-    dataset leaves no trace on disk.
+    dataset leaves no trace on disk. A lock (:func:`lock_path`) is flock'd
+    for as long as the store is open, so a second server process on the same
+    folder is refused (:class:`DataFolderBusyError`) instead of sweeping the
+    first one's temporary folders and sharing its quota unawares.
     """
 
     def __init__(self, root: Path, max_bytes: int | None) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self._lock = threading.Lock()  # adds and deletes; reads need none (renames are atomic)
+        self._held = _hold(root)  # before the sweep: another server's temporary folders stay
         self._sweep()
+
+    def close(self) -> None:
+        """Let go of the data folder (another server may use it now)."""
+        if self._held:
+            self._held = False
+            _release(self.root)
 
     # ------------------------------------------------------------ reading
 
@@ -411,6 +434,75 @@ def _save(target: Path, array: NDArray[Any]) -> None:
             out[start : start + step] = array[start : start + step]
     out.flush()
     del out
+
+
+# The data folders this process holds: root -> (the lock file's descriptor, stores using it).
+# A flock belongs to one open file, so the stores of one process (tests) share it.
+_HELD: dict[Path, tuple[int, int]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def lock_path(root: Path) -> Path:
+    """The file flock'd for the data folder ``root``: in the temporary folder, named by its path.
+
+    Not in ``root`` itself, so a server that stores nothing leaves no trace there.
+    """
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
+    return Path(tempfile.gettempdir()) / f"corteza-data-{key}.lock"
+
+
+def _hold(root: Path) -> bool:
+    """Take the data folder for this process; :class:`DataFolderBusyError` when another has it.
+
+    False (nothing held) when the lock file cannot be opened.
+    """
+    key = root.resolve()
+    with _HELD_LOCK:
+        if key in _HELD:
+            fd, count = _HELD[key]
+            _HELD[key] = (fd, count + 1)
+            return True
+        try:
+            fd = os.open(lock_path(root), os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataFolderBusyError(root) from None
+        _HELD[key] = (fd, 1)
+        return True
+
+
+def _release(root: Path) -> None:
+    key = root.resolve()
+    with _HELD_LOCK:
+        fd, count = _HELD.pop(key)
+        if count > 1:
+            _HELD[key] = (fd, count - 1)
+        else:
+            os.close(fd)  # the flock goes with it
+
+
+def data_folder_busy(root: Path) -> str | None:
+    """Why a server cannot use ``root`` (another process holds it), in one line; or None.
+
+    Only looks: nothing is created and nothing stays held.
+    """
+    if root.resolve() in _HELD:
+        return None
+    try:
+        fd = os.open(lock_path(root), os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no server has used the folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return str(DataFolderBusyError(root))
+    finally:
+        os.close(fd)
+    return None
 
 
 def _error_type(code: str) -> ErrorType:
