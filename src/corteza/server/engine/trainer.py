@@ -120,11 +120,8 @@ class Trainer:
         self.model = CortezaCognitiva(self.config).to(self.device)
         self.model.train()
         self.optimizer = make_optimizer(self.model, settings.lr, settings.weight_decay)
-        self.loss_weights = LossWeights(
-            settings.loss_weight_anomaly,
-            settings.loss_weight_dendrite,
-            settings.loss_weight_coherence,
-        )
+        heads = (settings.loss_weight_anomaly, settings.loss_weight_dendrite)
+        self.loss_weights = LossWeights(*heads, settings.loss_weight_coherence)
         self.step = 0
         self.parameter_count = count_parameters(self.model)
         self.trainable_count = count_parameters(self.model, trainable_only=True)
@@ -134,9 +131,7 @@ class Trainer:
         # The batch queued after the one training, copied to the GPU meanwhile (the worker's).
         self.upcoming: Callable[[], Batch | None] = lambda: None
         # Under torch.distributed, the DDP wrap of the model; no torch.compile there.
-        self.shard = (
-            None if self.group is None else Shard(self.group, self.model, self.loss_weights)
-        )
+        self.shard = Shard(self.group, self.model, self.loss_weights) if self.group else None
         if self.shard is not None and settings.compile:
             logger.warning("--compile is off under torch.distributed: the DDP forward runs eager")
         self.forward = CompiledForward(
@@ -153,9 +148,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-
-    def _to_device(self, array: NDArray[np.float32]) -> torch.Tensor:
-        return self.staging.to_device(array)
 
     def prefetch(self, batch: Batch) -> None:
         """Start copying ``batch`` to the GPU; :meth:`train_batch` of it then finds it there."""
@@ -386,7 +378,7 @@ class Trainer:
         probs, dendrites, coherence = [], [], []
         with self._evaluating():
             for start in range(0, inputs.shape[0], chunk):
-                out = self.model(self._to_device(inputs[start : start + chunk]))
+                out = self.model(self.staging.to_device(inputs[start : start + chunk]))
                 probs.append(anomaly_probability(out).float().cpu())
                 dendrites.append(out.dendrites.float().cpu())
                 coherence.append(out.coherence.float().cpu())
