@@ -107,8 +107,8 @@ class JobBook:
         One save at a time, each of the jobs as they stand when it begins: the last
         save holds the newest state.
         """
-        if self.path is None:
-            return
+        if self.path is None or (not self.all() and not self.path.exists()):
+            return  # no job ever: a server that trains none leaves no file
         with self._writing:
             try:
                 text = self.snapshot()
@@ -133,3 +133,4 @@ class JobBook:
             fsync_dir(path.parent)
         except OSError as exc:
             logger.warning("could not save the jobs to %s: %s", path, exc)
+            partial.unlink(missing_ok=True)  # a full disk: the last good file stays
