@@ -13,7 +13,8 @@ import pytest
 
 from corteza.client import Client, free_port
 from corteza.server import Settings
-from corteza.server.datasets.store import DatasetStore, data_folder_busy
+from corteza.server.datasets.folder_lock import data_folder_busy
+from corteza.server.datasets.store import DatasetStore
 from tests.conftest import TINY, LiveServer, start_server, stop_server
 from tests.helpers import corteza
 

@@ -13,7 +13,7 @@ import socket
 
 import torch
 
-from corteza.server.datasets.store import data_folder_busy
+from corteza.server.datasets.folder_lock import data_folder_busy
 from corteza.server.engine.precision import precision_refusal
 from corteza.server.settings import Settings
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corteza.wire.data_formats import CHUNK_BYTES, READERS, TARGETS, Arrays
+from corteza.wire.data_arrays import CHUNK_BYTES, TARGETS
+from corteza.wire.data_formats import READERS, Arrays
 from corteza.wire.errors import BatchError, DataFileError, empty_data, invalid_data
 from corteza.wire.validation import validate_inputs, validate_labels
 

@@ -13,13 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corteza.server.datasets.store import (
-    DatasetError,
-    DatasetStore,
-    StoredDataset,
-    UnknownDatasetError,
-    check_name,
-)
+from corteza.server.datasets.checks import DatasetError, check_name
+from corteza.server.datasets.store import DatasetStore, StoredDataset, UnknownDatasetError
 from corteza.wire import ErrorType
 
 WIDTH = 8
@@ -242,7 +237,7 @@ def test_a_header_that_claims_more_than_its_member_holds_is_a_422(tmp_path: Path
 def test_ram_stays_flat_while_a_large_file_is_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    for module in ("wire.data_formats", "wire.data_files", "server.datasets.store"):
+    for module in ("wire.data_arrays", "wire.data_files", "server.datasets.convert"):
         monkeypatch.setattr(f"corteza.{module}.CHUNK_BYTES", 1 << 20)
     path = tmp_path / kind
     if kind == "compressed.npz":

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from corteza.server.datasets.store import DatasetError, DatasetStore
+from corteza.server.datasets.checks import DatasetError
+from corteza.server.datasets.store import DatasetStore
 from corteza.server.datasets.uploads import DatasetUploads
 from corteza.wire import ErrorType
 

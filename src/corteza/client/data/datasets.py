@@ -45,9 +45,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from corteza.client.errors import InvalidDataError
+from corteza.wire.data_arrays import TARGETS
 from corteza.wire.data_files import FORMATS, check_shapes, check_values, read_arrays, unknown_format
 from corteza.wire.data_files import check_data_path as _check_data_path
-from corteza.wire.data_formats import TARGETS, WRITERS, Arrays
+from corteza.wire.data_formats import WRITERS, Arrays
 from corteza.wire.errors import DataFileError, invalid_data
 from corteza.wire.holdout import batch_order, split_indices
 

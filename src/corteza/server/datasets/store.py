@@ -7,23 +7,20 @@ it trains and nothing more. A folder is written under a temporary name and
 renamed into place, so a crash leaves either the whole dataset or none of it
 (a temporary folder left behind is removed when the store opens).
 
-The store knows nothing of HTTP: it raises :class:`DatasetError` (a status,
-a human message, an ``error_type``) and :class:`UnknownDatasetError`, and
-the routes answer them.
+The store knows nothing of HTTP: it raises
+:class:`~corteza.server.datasets.checks.DatasetError` (a status, a human
+message, an ``error_type``) and :class:`UnknownDatasetError`, and the routes
+answer them. A folder's files are written by :mod:`.convert`; the data folder
+is held with :mod:`.folder_lock`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import re
 import shutil
-import tempfile
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,46 +30,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from corteza.server.checkpoints.files import digest, fsync_dir
-from corteza.wire import ErrorType
-from corteza.wire.data_files import check_shapes, check_values, read_data_file
-from corteza.wire.data_formats import (
-    CHUNK_BYTES,
-    MAX_TEXT_BYTES,
-    TARGETS,
-    TEXT_FORMATS,
-    Arrays,
-    planned_bytes,
+from corteza.server.datasets.checks import (
+    SHA256,
+    DatasetError,
+    check_name,
+    check_sha256,
+    check_text_size,
+    error_type,
+    size_words,
 )
+from corteza.server.datasets.convert import META_FILE, write_dataset
+from corteza.server.datasets.folder_lock import hold, release
+from corteza.wire import ErrorType
+from corteza.wire.data_arrays import TARGETS, planned_bytes
+from corteza.wire.data_files import check_shapes, check_values, read_data_file
+from corteza.wire.data_formats import Arrays
 from corteza.wire.errors import DataFileError
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "meta.json"
-SHA256 = re.compile(r"[0-9a-f]{64}")
 _TEMP_PREFIX = ".tmp-"
-_NAME_MAX = 255
-
-
-class DatasetError(Exception):
-    """A dataset refused: the route answers ``status`` with this message and ``error_type``."""
-
-    def __init__(self, status: int, message: str, error_type: ErrorType, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-        self.extra = extra
-
-
-class DataFolderBusyError(RuntimeError):
-    """Another server process uses this data folder."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(
-            f"the data folder {root} is in use by another corteza server: stop it, or give "
-            "this one a folder of its own with --data-dir"
-        )
-        self.root = root
 
 
 class UnknownDatasetError(KeyError):
@@ -128,35 +105,6 @@ def unwritable(exc: OSError) -> DatasetError:
     )
 
 
-def check_sha256(sha256: str) -> str:
-    """A dataset id from the other side: 64 lowercase hex digits, or a 400 naming it."""
-    if not SHA256.fullmatch(sha256):
-        raise DatasetError(
-            400,
-            f"A dataset is named by the sha256 of its file: 64 hex digits, got {sha256[:80]!r}",
-            ErrorType.INVALID_REQUEST,
-        )
-    return sha256
-
-
-def check_name(name: str) -> str:
-    """A file name from the other side: one plain name (a label; never made a path)."""
-    if (
-        not name
-        or len(name) > _NAME_MAX
-        or not name.isprintable()
-        or name in (".", "..")
-        or any(c in name for c in "/\\")
-    ):
-        raise DatasetError(
-            400,
-            f"A dataset's filename must be one plain file name of 1 to {_NAME_MAX} printable "
-            f"characters, without / or \\, got {name[:80]!r}",
-            ErrorType.INVALID_REQUEST,
-        )
-    return name
-
-
 class DatasetStore:
     """The datasets under ``root``, at most ``max_bytes`` of them in all (None: no quota).
 
@@ -166,24 +114,25 @@ class DatasetStore:
     4
 
     The folder is made on the first write, so a server that never stores a
-    dataset leaves no trace on disk. A lock (:func:`lock_path`) is flock'd
-    for as long as the store is open, so a second server process on the same
-    folder is refused (:class:`DataFolderBusyError`) instead of sweeping the
-    first one's temporary folders and sharing its quota unawares.
+    dataset leaves no trace on disk. A lock (:func:`~.folder_lock.lock_path`)
+    is flock'd for as long as the store is open, so a second server process
+    on the same folder is refused (:class:`~.folder_lock.DataFolderBusyError`)
+    instead of sweeping the first one's temporary folders and sharing its
+    quota unawares.
     """
 
     def __init__(self, root: Path, max_bytes: int | None) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self._lock = threading.Lock()  # adds and deletes; reads need none (renames are atomic)
-        self._held = _hold(root)  # before the sweep: another server's temporary folders stay
+        self._held = hold(root)  # before the sweep: another server's temporary folders stay
         self._sweep()
 
     def close(self) -> None:
         """Let go of the data folder (another server may use it now)."""
         if self._held:
             self._held = False
-            _release(self.root)
+            release(self.root)
 
     # ------------------------------------------------------------ reading
 
@@ -248,8 +197,8 @@ class DatasetStore:
         if needed > free:
             raise DatasetError(
                 507,
-                f"Not enough disk space: storing {_size(size)} needs {_size(needed)} free, "
-                f"the data folder has {_size(free)}",
+                f"Not enough disk space: storing {size_words(size)} needs "
+                f"{size_words(needed)} free, the data folder has {size_words(free)}",
                 ErrorType.INSUFFICIENT_STORAGE,
             )
 
@@ -261,8 +210,9 @@ class DatasetStore:
             left = max(0, self.max_bytes - used)
             raise DatasetError(
                 413,
-                f"Dataset quota exceeded: {_size(size)} do not fit in the {_size(left)} left of "
-                f"{_size(self.max_bytes)} (--max-data-gb; remove one with corteza datasets rm)",
+                f"Dataset quota exceeded: {size_words(size)} do not fit in the "
+                f"{size_words(left)} left of {size_words(self.max_bytes)} (--max-data-gb; "
+                "remove one with corteza datasets rm)",
                 ErrorType.QUOTA_EXCEEDED,
             )
 
@@ -288,7 +238,7 @@ class DatasetStore:
     ) -> StoredDataset:
         """Verify, read, validate and store the data file at ``path`` (which the caller removes).
 
-        Raises :class:`DatasetError`: 422 ``hash_mismatch`` when the bytes are
+        Raises :class:`~.checks.DatasetError`: 422 ``hash_mismatch`` when the bytes are
         not ``expected_sha256``; 413 for a text file over :data:`MAX_TEXT_BYTES`;
         413 (quota) or 507 (disk) when the arrays its headers declare would
         not fit, before anything is inflated; 422 with the batch validator's
@@ -318,9 +268,7 @@ class DatasetStore:
         except DataFileError as exc:
             # The words name the server's own file: the sender knows it by its name.
             message = exc.message.replace(str(path), name)
-            raise DatasetError(
-                422, message, _error_type(exc.error_type), sample=exc.sample
-            ) from exc
+            raise DatasetError(422, message, error_type(exc.error_type), sample=exc.sample) from exc
         return self._store(expected_sha256, name, input_dim, arrays)
 
     def add_arrays(
@@ -350,7 +298,7 @@ class DatasetStore:
             check_values(arrays, input_dim=width)
         except DataFileError as exc:
             raise DatasetError(
-                422, exc.message, _error_type(exc.error_type), sample=exc.sample
+                422, exc.message, error_type(exc.error_type), sample=exc.sample
             ) from exc
         sha = hashlib.sha256()
         for key in sorted(arrays):
@@ -367,26 +315,8 @@ class DatasetStore:
         temp = self.root / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             temp.mkdir(parents=True)
-            files = {"inputs": arrays["X"], "labels": arrays["y"]}
-            files.update({key: arrays[key] for key in TARGETS if key in arrays})
-            size = 0
-            for key, array in files.items():
-                target = temp / f"{key}.npy"
-                _save(target, array)
-                size += digest(target, sync=True)["bytes"]
-            meta = {
-                "name": name,
-                "samples": int(arrays["X"].shape[0]),
-                "input_dim": input_dim,
-                "bytes": size,
-                "added": time.time(),
-                "targets": sorted(key for key in files if key in TARGETS),
-            }
-            with (temp / META_FILE).open("w", encoding="utf-8") as fh:
-                json.dump(meta, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            fsync_dir(temp)
+            meta = write_dataset(temp, name, input_dim, arrays)
+            size = int(meta["bytes"])
             with self._lock:
                 if self.has(sha256):  # stored meanwhile by another upload of the same bytes
                     shutil.rmtree(temp, ignore_errors=True)
@@ -413,116 +343,8 @@ class DatasetStore:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_text_size(name: str, size: int) -> None:
-    """Refuse a .json or .csv file over :data:`MAX_TEXT_BYTES` (413): text is parsed in memory."""
-    if Path(name).suffix.lower() in TEXT_FORMATS and size > MAX_TEXT_BYTES:
-        raise DatasetError(
-            413,
-            f"{name} is {_size(size)}: a .json or .csv dataset may be at most "
-            f"{_size(MAX_TEXT_BYTES)} (the server parses text in memory); save it as .npz "
-            "(numpy.savez), which has no such limit",
-            ErrorType.PAYLOAD_TOO_LARGE,
-        )
-
-
-def _save(target: Path, array: NDArray[Any]) -> None:
-    """``array`` as a float32 ``.npy``, copied ``CHUNK_BYTES`` at a time (RAM stays flat)."""
-    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=array.shape)
-    step = max(1, CHUNK_BYTES // max(1, array[:1].nbytes))
-    with np.errstate(over="ignore"):
-        for start in range(0, len(array), step):
-            out[start : start + step] = array[start : start + step]
-    out.flush()
-    del out
-
-
-# The data folders this process holds: root -> (the lock file's descriptor, stores using it).
-# A flock belongs to one open file, so the stores of one process (tests) share it.
-_HELD: dict[Path, tuple[int, int]] = {}
-_HELD_LOCK = threading.Lock()
-
-
-def lock_path(root: Path) -> Path:
-    """The file flock'd for the data folder ``root``: in the temporary folder, named by its path.
-
-    Not in ``root`` itself, so a server that stores nothing leaves no trace there.
-    """
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
-    return Path(tempfile.gettempdir()) / f"corteza-data-{key}.lock"
-
-
-def _hold(root: Path) -> bool:
-    """Take the data folder for this process; :class:`DataFolderBusyError` when another has it.
-
-    False (nothing held) when the lock file cannot be opened.
-    """
-    key = root.resolve()
-    with _HELD_LOCK:
-        if key in _HELD:
-            fd, count = _HELD[key]
-            _HELD[key] = (fd, count + 1)
-            return True
-        try:
-            fd = os.open(lock_path(root), os.O_RDONLY | os.O_CREAT, 0o644)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DataFolderBusyError(root) from None
-        _HELD[key] = (fd, 1)
-        return True
-
-
-def _release(root: Path) -> None:
-    key = root.resolve()
-    with _HELD_LOCK:
-        fd, count = _HELD.pop(key)
-        if count > 1:
-            _HELD[key] = (fd, count - 1)
-        else:
-            os.close(fd)  # the flock goes with it
-
-
-def data_folder_busy(root: Path) -> str | None:
-    """Why a server cannot use ``root`` (another process holds it), in one line; or None.
-
-    Only looks: nothing is created and nothing stays held.
-    """
-    if root.resolve() in _HELD:
-        return None
-    try:
-        fd = os.open(lock_path(root), os.O_RDONLY)
-    except OSError:
-        return None  # no lock file: no server has used the folder
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return str(DataFolderBusyError(root))
-    finally:
-        os.close(fd)
-    return None
-
-
-def _error_type(code: str) -> ErrorType:
-    """The wire's code for a data file's failure (all of them are :class:`ErrorType` values)."""
-    try:
-        return ErrorType(code)
-    except ValueError:
-        return ErrorType.INVALID_DATA
-
-
 def _existing(path: Path) -> Path:
     """``path`` or its nearest ancestor that exists (the disk it will live on)."""
     while not path.exists() and path.parent != path:
         path = path.parent
     return path
-
-
-def _size(size: int) -> str:
-    """A size in the unit that reads best: ``26.4 kB``, ``1.5 MB``, ``20.0 GB``."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
-        if abs(size) >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size / 1e3:.1f} kB"

@@ -30,15 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from corteza.server.datasets.store import (
+from corteza.server.datasets.checks import (
     DatasetError,
-    DatasetStore,
-    StoredDataset,
     check_name,
     check_sha256,
     check_text_size,
-    unwritable,
 )
+from corteza.server.datasets.store import DatasetStore, StoredDataset, unwritable
 from corteza.wire import ErrorType
 from corteza.wire.data_files import FORMATS
 

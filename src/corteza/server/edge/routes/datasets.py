@@ -32,7 +32,8 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from corteza.server.datasets.store import DatasetError, UnknownDatasetError, check_sha256
+from corteza.server.datasets.checks import DatasetError, check_sha256
+from corteza.server.datasets.store import UnknownDatasetError
 from corteza.server.datasets.uploads import DatasetUploads, Upload
 from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
