@@ -13,7 +13,10 @@ serve`` subprocess, two ways:
 For each: wall time and bytes the client sent through the proxy. The job's
 own samples/s (from its epochs' ``seconds``) is compared with the same
 batches trained in this process by a :class:`Trainer` with nothing around it
-(the in-process baseline, measured in the same run).
+(the in-process baseline, measured in the same run). By default the server
+has a data folder and no checkpoint folder, so both sides do the same work;
+``--checkpoints`` adds the job's saves (every epoch's end and every
+``--checkpoint-every`` batches) to its time.
 
 Goals (issue "Upload once, train on the server"): the job at >= 0.95 of
 in-process samples/s; the on-server wall time bound by one upload, not by
@@ -83,6 +86,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="512 samples, 2 epochs")
+    parser.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="give the server a checkpoint folder: the job's rate then includes its saves",
+    )
     args = parser.parse_args()
     samples, epochs = (512, 2) if args.quick else (args.samples, args.epochs)
     data = make_dataset(samples, input_dim=1600, seed=0)
@@ -90,13 +98,16 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, Python {platform.python_version()}; {samples} samples "
         f"x 1600, {epochs} epochs, batch {args.batch_size}; uplink {UPLINK / 1e6:g} MB/s, "
-        f"RTT {RTT * 1000:g} ms"
+        f"RTT {RTT * 1000:g} ms; checkpoints {'on' if args.checkpoints else 'off'}"
     )
     baseline = in_process_rate(X, y, args.batch_size, epochs)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_dataset(data, Path(tmp) / "data.npz")
         server_args = ["--preset", "tiny", "--input-dim", "1600", "--log-level", "warning"]
-        server_args += ["--checkpoint-dir", str(Path(tmp) / "checkpoints")]
+        if args.checkpoints:  # the job then saves at every epoch's end and every interval
+            server_args += ["--checkpoint-dir", str(Path(tmp) / "checkpoints")]
+        else:
+            server_args += ["--data-dir", str(Path(tmp) / "datasets")]
         with LocalServer(server_args) as server:
             port = int(server.url.rsplit(":", 1)[1])
             rows = []
