@@ -16,7 +16,7 @@ from corteza.server import Settings
 from corteza.server.datasets.folder_lock import data_folder_busy
 from corteza.server.datasets.store import DatasetStore
 from tests.conftest import TINY, LiveServer, start_server, stop_server
-from tests.helpers import corteza
+from tests.helpers import corteza, serve_process, wait_healthy
 
 WIDE = {**os.environ, "COLUMNS": "200"}  # a table wide enough that no name is wrapped
 
@@ -86,3 +86,19 @@ def test_a_second_server_on_the_same_data_folder_is_refused(tmp_path: Path) -> N
         "give this one a folder of its own with --data-dir\n",
     )
     assert data_folder_busy(folder) is None  # let go: the next server may take it
+
+
+def test_servers_without_a_folder_of_their_own_share_the_cache(tmp_path: Path) -> None:
+    """The local server `corteza train` starts must not be refused for a `corteza serve`."""
+    cache = tmp_path / "cache"
+    store = DatasetStore(cache / "corteza" / "datasets", max_bytes=None)  # held, as if chosen
+    port = free_port()
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    log = tmp_path / "server.log"
+    process = serve_process("--preset", "tiny", "--port", str(port), log=log, env=env)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process=process, log=log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        store.close()

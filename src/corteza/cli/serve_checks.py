@@ -31,7 +31,7 @@ def startup_problem(settings: Settings, *, ranks: int = 1, serving: bool = True)
         or _ranks(settings.device, ranks)
         or precision_refusal(settings.device, settings.precision)  # bf16 on a T4, fp16 on MPS
         or _checkpoint_dir(settings)
-        or (data_folder_busy(settings.data_root) if serving else None)
+        or (data_folder_busy(settings.data_root) if serving and settings.data_root_chosen else None)
         or (_port(settings) if serving else None)
     )
 

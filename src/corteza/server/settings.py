@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(cache) / "corteza" / "datasets"
 
+    @property
+    def data_root_chosen(self) -> bool:
+        """The data folder is this server's (``data_dir`` or beside its checkpoints), not the
+        user's cache every server without either shares."""
+        return self.data_dir is not None or self.checkpoint_dir is not None
+
     @model_validator(mode="after")
     def _heartbeat_within_timeout(self) -> Settings:
         if self.distributed_heartbeat_s >= self.distributed_timeout_s:

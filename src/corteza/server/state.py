@@ -88,7 +88,11 @@ class ServerState:
             events.add_listener(webhooks.on_event)
             webhooks.start()
         training_events.start()
-        datasets = DatasetStore(settings.data_root, max_bytes=int(settings.max_data_gb * 1e9))
+        datasets = DatasetStore(
+            settings.data_root,
+            max_bytes=int(settings.max_data_gb * 1e9),
+            exclusive=settings.data_root_chosen,
+        )
         return cls(
             settings,
             trainer,

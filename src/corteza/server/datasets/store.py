@@ -16,11 +16,13 @@ is held with :mod:`.folder_lock`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ from corteza.wire.errors import DataFileError
 logger = logging.getLogger(__name__)
 
 _TEMP_PREFIX = ".tmp-"
+SHARED_SWEEP_AGE_S = 24 * 3600.0  # a temporary folder this old in a shared folder is a crash's
 
 
 class UnknownDatasetError(KeyError):
@@ -121,12 +124,15 @@ class DatasetStore:
     quota unawares.
     """
 
-    def __init__(self, root: Path, max_bytes: int | None) -> None:
+    def __init__(self, root: Path, max_bytes: int | None, *, exclusive: bool = True) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self._lock = threading.Lock()  # adds and deletes; reads need none (renames are atomic)
-        self._held = hold(root)  # before the sweep: another server's temporary folders stay
-        self._sweep()
+        # Before the sweep: another server's temporary folders stay. A shared folder (the
+        # user's cache, used by every server without a folder of its own) is not held, and
+        # only temporary folders a day old are swept from it.
+        self._held = hold(root) if exclusive else False
+        self._sweep(0.0 if exclusive else SHARED_SWEEP_AGE_S)
 
     def close(self) -> None:
         """Let go of the data folder (another server may use it now)."""
@@ -335,12 +341,14 @@ class DatasetStore:
         )
         return stored
 
-    def _sweep(self) -> None:
-        """Remove the temporary folders a crash left behind."""
+    def _sweep(self, older_than: float) -> None:
+        """Remove the temporary folders a crash left behind (``older_than`` seconds old)."""
         if not self.root.is_dir():
             return
         for folder in self.root.glob(f"{_TEMP_PREFIX}*"):
-            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime >= older_than:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _existing(path: Path) -> Path:
