@@ -48,6 +48,15 @@ TEXT_FORMATS = (".json", ".csv")
 # ------------------------------------------------------------------ reading
 
 
+def _shown(value: object) -> str:
+    """A refused value as JSON, at most 80 characters (the message must stay small)."""
+    try:
+        text = json.dumps(value)
+    except (RecursionError, ValueError, TypeError):
+        text = type(value).__name__
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _read_json(path: Path, width: int | None) -> Arrays:
     try:
         with path.open(encoding="utf-8-sig") as fh:
@@ -85,7 +94,7 @@ def _read_json(path: Path, width: int | None) -> Arrays:
             )
         label = sample["anomaly_label"]
         if not isinstance(label, (int, float)):
-            raise invalid_label(i, json.dumps(label))
+            raise invalid_label(i, _shown(label))
         rows.append(sample["input_data"])
         labels.append(float(label))
         for name in TARGETS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import tracemalloc
 import zipfile
@@ -16,6 +17,8 @@ import pytest
 from corteza.server.datasets.checks import DatasetError, check_name
 from corteza.server.datasets.store import DatasetStore, StoredDataset, UnknownDatasetError
 from corteza.wire import ErrorType
+from corteza.wire.data_files import read_data_file
+from corteza.wire.errors import DataFileError
 
 WIDTH = 8
 
@@ -267,4 +270,15 @@ def test_json_nested_too_deep_is_a_422(tmp_path: Path) -> None:
     assert (refused.value.status, refused.value.message) == (
         422,
         "Malformed data: deep.json is not valid JSON: it is nested too deep",
+    )
+
+
+def test_a_refused_label_is_named_in_at_most_80_characters(tmp_path: Path) -> None:
+    path = tmp_path / "long.json"
+    samples = [{"input_data": [0.0] * 4, "anomaly_label": "x" * 10_000}]
+    path.write_text(json.dumps(samples))
+    with pytest.raises(DataFileError) as info:
+        read_data_file(path)
+    assert str(info.value) == (
+        f'Invalid anomaly_label: sample 0 has "{"x" * 76}..., expected 0 or 1'
     )

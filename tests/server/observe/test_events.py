@@ -222,6 +222,8 @@ def test_a_run_sent_by_rest_finishes_when_its_client_says_so(live_server: LiveSe
         events = read_events(http, 4, types="run_started,batch_trained,run_finished")
         again = http.post(f"/v1/runs/{summary.run_id}/finish")
         unknown = http.post("/v1/runs/nope/finish")
+        live_server.state.runs.record("job-3f9c", 0, {"seq": 0})  # a job's run
+        jobs = http.post("/v1/runs/job-3f9c/finish")
     assert [e["type"] for e in events] == [
         "run_started",
         "batch_trained",
@@ -230,6 +232,8 @@ def test_a_run_sent_by_rest_finishes_when_its_client_says_so(live_server: LiveSe
     ]
     assert events[-1]["run_id"] == summary.run_id
     assert events[-1]["batches"] == 2
+    assert (jobs.status_code, jobs.json()["error_type"]) == (409, "run_busy")
+    assert jobs.json()["error"] == "Run job-3f9c is a job's: it ends with the job"
     assert again.status_code == 200
     assert again.json() == {"run_id": summary.run_id, "next_seq": 2, "announced": False}
     assert unknown.status_code == 404

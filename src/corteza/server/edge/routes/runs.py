@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from corteza.server.edge.deps import StateDep
 from corteza.server.edge.errors import ApiError
 from corteza.server.edge.openapi import error_responses
+from corteza.server.engine.runs import JOB_RUN_PREFIX
 from corteza.wire import ErrorType
 
 router = APIRouter(prefix="/v1", tags=["training"])
@@ -34,7 +35,7 @@ async def run_record(run_id: str, state: StateDep) -> dict[str, Any]:
 @router.post(
     "/runs/{run_id}/finish",
     summary="Say a run sent by REST is done",
-    responses=error_responses(404),
+    responses=error_responses(404, 409),
 )
 async def finish_run(run_id: str, state: StateDep) -> dict[str, Any]:
     """Announces ``run_finished`` (events, webhooks) for a run trained by this process, as
@@ -43,5 +44,7 @@ async def finish_run(run_id: str, state: StateDep) -> dict[str, Any]:
     run = state.runs.get(run_id)
     if run is None:
         raise ApiError(404, f"No run {run_id[:64]!r} on this server", ErrorType.NOT_FOUND)
+    if run_id.startswith(JOB_RUN_PREFIX):  # a job announces its own end
+        raise ApiError(409, f"Run {run_id} is a job's: it ends with the job", ErrorType.RUN_BUSY)
     announced = state.training_events.run_closed(run_id)
     return {"run_id": run_id, "next_seq": run.next_seq, "announced": announced}
