@@ -217,8 +217,9 @@ async def _receive(request: Request, uploads: DatasetUploads, upload: Upload, of
     async def flush() -> None:
         nonlocal offset
         if pending:
-            offset = await run_in_threadpool(uploads.write, upload, bytes(pending))
-            pending.clear()
+            data = bytes(pending)
+            pending.clear()  # a write that fails is not tried again by the final flush
+            offset = await run_in_threadpool(uploads.write, upload, data)
 
     try:
         async for piece in request.stream():
