@@ -62,3 +62,12 @@ def test_a_text_file_over_the_limit_is_refused_before_a_byte_is_sent(
         "parses text in memory); save it as .npz (numpy.savez), which has no such limit"
     )
     assert uploads.create(length=64_000_001, sha256=SHA, name="big.npz")[1] == 0
+
+
+def test_uploads_beyond_the_cap_are_refused_as_a_quota(tmp_path: Path) -> None:
+    uploads = DatasetUploads(DatasetStore(tmp_path, max_bytes=None), max_open=1)
+    uploads.create(length=10, sha256=SHA, name="d.npz")
+    with pytest.raises(DatasetError) as full:
+        uploads.create(length=10, sha256="cd" * 32, name="e.npz")
+    assert (full.value.status, full.value.error_type) == (429, ErrorType.QUOTA_EXCEEDED)
+    assert full.value.message.startswith("Too many uploads in progress (1): finish one")

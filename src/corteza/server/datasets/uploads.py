@@ -119,7 +119,7 @@ class DatasetUploads:
                     429,
                     f"Too many uploads in progress ({self.max_open}): finish one, or wait until "
                     f"one idle for {self.ttl_s / 3600:g} h is dropped",
-                    ErrorType.INVALID_REQUEST,
+                    ErrorType.QUOTA_EXCEEDED,
                 )
             reserved = sum(u.length for u in self._uploads.values())
             self.store.room_for(length, reserved=reserved)

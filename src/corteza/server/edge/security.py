@@ -230,7 +230,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=[normal_origin(origin) for origin in settings.cors_origins],
             allow_methods=["GET", "HEAD", "POST", "PUT", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=[PROTOCOL_HEADER],
