@@ -18,10 +18,11 @@ import math
 import mmap
 import struct
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +53,31 @@ class Member:
         return self.info.compress_type != zipfile.ZIP_STORED
 
 
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 keeps the AST
+# converter's recursion depth in state its threads share (gh-106905): two threads
+# parsing at once can fail with "SystemError: AST constructor recursion depth mismatch".
+# The server reads headers from several threads (uploads, jobs, listings): one at a time.
+HEADER_LOCK = threading.Lock()
+
+
+def read_npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Shape, Fortran order and dtype of the .npy array ``fh`` is at; ValueError for a
+    version numpy cannot read (or a header it cannot parse)."""
+    version = np.lib.format.read_magic(fh)
+    with HEADER_LOCK:
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(fh)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
+def load_mapped(path: Path) -> NDArray[Any]:
+    """``np.load(path, mmap_mode="r")`` of a .npy file, its header read under the lock."""
+    with HEADER_LOCK:
+        return np.load(path, mmap_mode="r", allow_pickle=False)  # type: ignore[no-any-return]
+
+
 def npz_members(path: Path) -> dict[str, Member]:
     """The arrays an ``.npz`` holds (those of :data:`KEPT`), read from their headers alone.
 
@@ -71,13 +97,7 @@ def npz_members(path: Path) -> dict[str, Member]:
                 if info.flag_bits & 0x1:
                     raise invalid_data(f"{path} member {info.filename} is encrypted")
                 with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-                    elif version == (2, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-                    else:
-                        raise ValueError(f"unsupported .npy version {version}")
+                    shape, fortran, dtype = read_npy_header(member)
                     found = Member(info, tuple(shape), fortran, dtype, member.tell())
                 if dtype.hasobject:
                     raise ValueError(
@@ -121,12 +141,9 @@ def _map_member(path: Path, raw: BinaryIO, info: zipfile.ZipInfo) -> NDArray[Any
     name_len, extra_len = struct.unpack("<HH", local[26:30])
     start = info.header_offset + 30 + name_len + extra_len
     raw.seek(start)
-    version = np.lib.format.read_magic(raw)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
-    else:
+    try:
+        shape, fortran, dtype = read_npy_header(raw)
+    except ValueError:
         return None
     offset = raw.tell()
     size = math.prod(shape) * dtype.itemsize
@@ -167,13 +184,7 @@ def _npy_member(path: Path) -> Member:
     """A ``.npy`` file's header, checked against the file's size."""
     try:
         with path.open("rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read_npy_header(fh)
             header = fh.tell()
     except (ValueError, EOFError) as exc:
         raise invalid_data(f"{path} is not a readable .npy file: {exc}") from exc

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from corteza.wire.data_arrays import TARGETS, as_float32, chunks, npz_arrays
+from corteza.wire.data_arrays import TARGETS, as_float32, chunks, load_mapped, npz_arrays
 from corteza.wire.errors import DataFileError, empty_data, invalid_data, invalid_label
 
 Arrays = dict[str, NDArray[np.float32]]  # a Dataset's fields: "X", "y" and any TARGETS found
@@ -173,7 +173,7 @@ def _read_npy(path: Path, width: int | None) -> Arrays:
         if fh.read(6) != b"\x93NUMPY":
             raise invalid_data(f"{path} is not a .npy file")
     try:
-        table = np.load(path, mmap_mode="r", allow_pickle=False)
+        table = load_mapped(path)
     except (ValueError, EOFError) as exc:
         raise invalid_data(f"{path} is not a readable .npy file: {exc}") from exc
     hint = "a .npy file holds (N, D + 1): the inputs, then the label"

@@ -44,7 +44,7 @@ from corteza.server.datasets.checks import (
 from corteza.server.datasets.convert import META_FILE, write_dataset
 from corteza.server.datasets.folder_lock import hold, release
 from corteza.wire import ErrorType
-from corteza.wire.data_arrays import TARGETS, planned_bytes
+from corteza.wire.data_arrays import TARGETS, load_mapped, planned_bytes
 from corteza.wire.data_files import check_shapes, check_values, read_data_file
 from corteza.wire.data_formats import Arrays
 from corteza.wire.errors import DataFileError
@@ -152,10 +152,10 @@ class DatasetStore:
         folder = self.root / sha256
         try:
             meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-            inputs = np.load(folder / "inputs.npy", mmap_mode="r", allow_pickle=False)
-            labels = np.load(folder / "labels.npy", mmap_mode="r", allow_pickle=False)
+            inputs = load_mapped(folder / "inputs.npy")
+            labels = load_mapped(folder / "labels.npy")
             targets = {
-                name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                name: load_mapped(folder / f"{name}.npy")
                 for name in meta.get("targets", [])
                 if name in TARGETS
             }
