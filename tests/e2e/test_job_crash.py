@@ -45,7 +45,9 @@ def test_sigkill_three_times_during_a_job_loses_nothing_and_repeats_nothing(
     kill_points = sorted(rng.sample(range(10, 110), 3))
     root, log = tmp_path / "ckpt", tmp_path / "server.log"
     data = make_dataset(SAMPLES, input_dim=32, seed=3)
-    sha = DatasetStore(root / "datasets", max_bytes=None).add_arrays(data.X, data.y).sha256
+    store = DatasetStore(root / "datasets", max_bytes=None)  # the server's folder, let go of
+    sha = store.add_arrays(data.X, data.y).sha256
+    store.close()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = serve_checkpointed(port, root, log)
