@@ -28,6 +28,7 @@ from corteza.cli.common import (
     clear_errors,
     console,
     print_json,
+    server_client,
     target,
 )
 from corteza.client import Client, InvalidDataError, NotFoundError
@@ -69,12 +70,7 @@ def pull(
     already holds that checkpoint, verified, is left as it is ("already up to
     date"); a damaged copy is replaced whole.
     """
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with (
-        clear_errors(debug, as_json=as_json, server=chosen),
-        Client(chosen.url, token=token) as client,
-    ):
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         if file_format is PullFormat.onnx:
             model = _pull_onnx(client, path, quiet=as_json)
             if as_json:

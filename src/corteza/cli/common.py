@@ -16,7 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from corteza.client import ConnectError, CortezaError, InvalidDataError, InvalidRequestError
+from corteza.client import (
+    Client,
+    ConnectError,
+    CortezaError,
+    InvalidDataError,
+    InvalidRequestError,
+)
 from corteza.client.config import DEFAULT_URL, URL_ENV
 from corteza.client.saved_server import load_saved_server, normalize_url, server_file
 
@@ -193,6 +199,21 @@ def clear_errors(
         if server is not None and isinstance(exc, ConnectError):
             message = server.unreachable(exc)
         fail(message, EXIT_FAILURE, as_json=as_json, error_type=_error_type(exc, "failed"))
+
+
+@contextmanager
+def server_client(
+    server: str | None, token: str | None, *, as_json: bool, debug: bool, **options: Any
+) -> Iterator[Client]:
+    """A client of the server :func:`target` chooses (``options`` go to :class:`Client`);
+    any failure, choosing or talking to it, is one line (JSON with --json) and an exit code."""
+    with clear_errors(debug, as_json=as_json):
+        chosen = target(server)
+    with (
+        clear_errors(debug, as_json=as_json, server=chosen),
+        Client(chosen.url, token=token, **options) as client,
+    ):
+        yield client
 
 
 def _error_type(exc: Exception, default: str) -> str:

@@ -33,10 +33,9 @@ from corteza.cli.common import (
     JsonOption,
     ServerOption,
     TokenOption,
-    clear_errors,
     console,
     print_json,
-    target,
+    server_client,
 )
 from corteza.cli.progress import live
 from corteza.client import Client
@@ -97,20 +96,6 @@ def upload_bar(name: str, *, quiet: bool) -> Iterator[UploadBar]:
         yield UploadBar(progress, name)
 
 
-@contextmanager
-def _client(
-    server: str | None, token: str | None, *, as_json: bool, debug: bool
-) -> Iterator[Client]:
-    """A client of the server chosen, its failures one line (or JSON) and an exit code."""
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with (
-        clear_errors(debug, as_json=as_json, server=chosen),
-        Client(chosen.url, token=token) as client,
-    ):
-        yield client
-
-
 @app.callback()
 def datasets(
     ctx: typer.Context,
@@ -136,7 +121,7 @@ def list_datasets(
     debug: bool = DebugOption,
 ) -> None:
     """List the server's datasets: hash, name, samples, shape, size, when added."""
-    with _client(server, token, as_json=as_json, debug=debug) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         listing = client.datasets()
     if as_json:
         print_json(listing.model_dump())
@@ -164,7 +149,7 @@ def upload(
     debug: bool = DebugOption,
 ) -> None:
     """Upload a data file once: skipped when the server has it, resumed where it stopped."""
-    with _client(server, token, as_json=as_json, debug=debug) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         size = path.stat().st_size if path.is_file() else 0
         with upload_bar(path.name, quiet=as_json) as bar:
             sha256 = client.upload_dataset(path, progress=bar)
@@ -192,7 +177,7 @@ def remove(
     debug: bool = DebugOption,
 ) -> None:
     """Remove a dataset from the server."""
-    with _client(server, token, as_json=as_json, debug=debug) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         full = _resolve(client, sha256.strip().lower())
         client.delete_dataset(full)
     if as_json:

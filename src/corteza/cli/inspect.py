@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -17,12 +15,10 @@ from corteza.cli.common import (
     JsonOption,
     ServerOption,
     TokenOption,
-    clear_errors,
     fail,
     print_json,
-    target,
+    server_client,
 )
-from corteza.client import Client
 
 
 def _show(model: BaseModel, as_json: bool, title: str) -> None:
@@ -58,18 +54,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-@contextmanager
-def _client(server: str | None, token: str | None, debug: bool, as_json: bool) -> Iterator[Client]:
-    """A client of the chosen server; its failures one line (JSON with --json)."""
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with (
-        clear_errors(debug, as_json=as_json, server=chosen),
-        Client(chosen.url, token=token) as client,
-    ):
-        yield client
-
-
 def status(
     server: str | None = ServerOption,
     token: str | None = TokenOption,
@@ -77,7 +61,7 @@ def status(
     debug: bool = DebugOption,
 ) -> None:
     """Server state and training statistics."""
-    with _client(server, token, debug, as_json) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         _show(client.status(), as_json, "Status")
 
 
@@ -88,7 +72,7 @@ def info(
     debug: bool = DebugOption,
 ) -> None:
     """The model's architecture and size."""
-    with _client(server, token, debug, as_json) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         _show(client.info(), as_json, "Model")
 
 
@@ -99,7 +83,7 @@ def metrics(
     debug: bool = DebugOption,
 ) -> None:
     """Recent losses and the trend."""
-    with _client(server, token, debug, as_json) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         _show(client.metrics(), as_json, "Metrics")
 
 
@@ -110,7 +94,7 @@ def diagnose(
     debug: bool = DebugOption,
 ) -> None:
     """Run the server's self-test (one forward pass, no training)."""
-    with _client(server, token, debug, as_json) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         _show(client.diagnose(), as_json, "Diagnosis")
 
 
@@ -134,5 +118,5 @@ def feedback(
             as_json=as_json,
             error_type="invalid_request",
         )
-    with _client(server, token, debug, as_json) as client:
+    with server_client(server, token, as_json=as_json, debug=debug) as client:
         _show(client.send_feedback(values, valid), as_json, "Feedback")

@@ -26,10 +26,9 @@ from corteza.cli.common import (
     JsonOption,
     ServerOption,
     TokenOption,
-    clear_errors,
     console,
     print_json,
-    target,
+    server_client,
 )
 from corteza.cli.interrupts import sigterm_as_interrupt
 from corteza.cli.progress import TrainingProgress, training_progress
@@ -76,9 +75,7 @@ def list_jobs(
     debug: bool = DebugOption,
 ) -> None:
     """List the server's jobs, oldest first: state, dataset, progress, best holdout ROC-AUC."""
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with clear_errors(debug, as_json=as_json, server=chosen), Client(chosen.url, token=token) as c:
+    with server_client(server, token, as_json=as_json, debug=debug) as c:
         found = c.jobs()
     if as_json:
         print_json([job.model_dump() for job in found])
@@ -112,9 +109,7 @@ def show(
     debug: bool = DebugOption,
 ) -> None:
     """One job: its spec, where it stands, each epoch's holdout score."""
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with clear_errors(debug, as_json=as_json, server=chosen), Client(chosen.url, token=token) as c:
+    with server_client(server, token, as_json=as_json, debug=debug) as c:
         job = c.job(job_id)
     if as_json:
         print_json(job.model_dump())
@@ -148,9 +143,7 @@ def watch(
     debug: bool = DebugOption,
 ) -> None:
     """Follow a job with a progress bar until it ends; Ctrl-C detaches, the job goes on."""
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with clear_errors(debug, as_json=as_json, server=chosen), Client(chosen.url, token=token) as c:
+    with server_client(server, token, as_json=as_json, debug=debug) as c:
         follow(c, job_id, as_json=as_json, server_hint=server)
 
 
@@ -163,9 +156,7 @@ def cancel(
     debug: bool = DebugOption,
 ) -> None:
     """Cancel a job: at once when queued, after its batches in flight when running."""
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with clear_errors(debug, as_json=as_json, server=chosen), Client(chosen.url, token=token) as c:
+    with server_client(server, token, as_json=as_json, debug=debug) as c:
         job = c.cancel_job(job_id)
     if as_json:
         print_json(job.model_dump())

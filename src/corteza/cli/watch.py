@@ -28,8 +28,7 @@ from corteza.cli.common import (
     JsonOption,
     ServerOption,
     TokenOption,
-    clear_errors,
-    target,
+    server_client,
 )
 from corteza.client import Backoff, Client, TransportError
 from corteza.client.events import Event
@@ -230,12 +229,7 @@ def watch(
     """Follow a server's training live: loss sparkline, status, recent events."""
     out = Console()
     err = Console(stderr=True)
-    with clear_errors(debug, as_json=as_json):
-        chosen = target(server)
-    with (
-        clear_errors(debug, as_json=as_json, server=chosen),
-        Client(chosen.url, token=token, retries=0) as client,
-    ):
+    with server_client(server, token, as_json=as_json, debug=debug, retries=0) as client:
         view = WatchView(client.url)
         view.show_status(client.status())  # an unreachable server: one clear line, exit 1
 
