@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -112,6 +113,17 @@ def tiny_settings() -> Settings:
 @pytest.fixture
 def live_server(tiny_settings: Settings) -> Iterator[LiveServer]:
     live = start_server(tiny_settings)
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+@pytest.fixture
+def checkpointed_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The tiny server with checkpoints (and so its datasets) in ``tmp_path / "ckpt"``."""
+    settings = Settings(model=TINY, seed=0, lr=1e-3, device="cpu", checkpoint_dir=tmp_path / "ckpt")
+    live = start_server(settings)
     try:
         yield live
     finally:

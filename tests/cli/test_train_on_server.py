@@ -8,27 +8,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from corteza.client import make_dataset, save_dataset
-from corteza.server import Settings
-from tests.conftest import TINY, LiveServer, start_server, stop_server
+from tests.conftest import LiveServer
 from tests.helpers import corteza
 
 SAMPLES, EPOCHS, BATCH = 600, 2, 8  # 480 to train: 60 batches per epoch
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    settings = Settings(model=TINY, seed=0, lr=1e-3, device="cpu", checkpoint_dir=tmp_path / "c")
-    live = start_server(settings)
-    try:
-        yield live
-    finally:
-        stop_server(live)
+def server(checkpointed_server: LiveServer) -> LiveServer:
+    return checkpointed_server
 
 
 def test_ctrl_c_detaches_and_jobs_watch_reattaches(server: LiveServer, tmp_path: Path) -> None:

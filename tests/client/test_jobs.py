@@ -5,25 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from corteza.client import AsyncClient, Client, NotFoundError, make_dataset, save_dataset
 from corteza.client.training.fit import fit
-from corteza.server import Settings
-from tests.conftest import TINY, LiveServer, start_server, stop_server
+from tests.conftest import LiveServer
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    settings = Settings(model=TINY, seed=0, lr=1e-3, device="cpu", checkpoint_dir=tmp_path / "c")
-    live = start_server(settings)
-    try:
-        yield live
-    finally:
-        stop_server(live)
+def server(checkpointed_server: LiveServer) -> LiveServer:
+    return checkpointed_server
 
 
 def test_a_job_started_and_watched_from_the_client(server: LiveServer, tmp_path: Path) -> None:

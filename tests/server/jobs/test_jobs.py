@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,8 @@ SAMPLES, BATCH = 200, 16  # 160 to train, 40 held out: 10 batches per epoch
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    settings = Settings(model=TINY, seed=0, lr=1e-3, device="cpu", checkpoint_dir=tmp_path / "ckpt")
-    live = start_server(settings)
-    try:
-        yield live
-    finally:
-        stop_server(live)
+def server(checkpointed_server: LiveServer) -> LiveServer:
+    return checkpointed_server
 
 
 def _dataset(live: LiveServer, samples: int = SAMPLES, seed: int = 1) -> str:
