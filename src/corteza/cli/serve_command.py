@@ -156,7 +156,8 @@ def serve(
     cors_origins: list[str] | None = setting(
         "cors_origins",
         "--cors-origin",
-        help="Web page origin allowed to call this server (repeatable), e.g. https://x.y.",
+        help="Web page origin allowed to call this server (repeatable), e.g. https://x.y; "
+        "'*' (every page) generates a token.",
     ),
     max_body_mb: float = setting("max_body_mb"),
     max_small_body_kb: float = setting("max_small_body_kb"),
