@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from corteza.server.checkpoints.files import fsync_dir
+from corteza.server.engine.runs import JOB_RUN_PREFIX
 from corteza.wire.jobs import JobRecord, JobSpec
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,11 @@ KEEP_DONE = 200  # finished, cancelled and failed jobs remembered; the oldest go
 def new_job(spec: JobSpec) -> JobRecord:
     job_id = secrets.token_hex(6)
     return JobRecord(
-        id=job_id, run_id=f"job-{job_id}", state="queued", spec=spec, created=time.time()
+        id=job_id,
+        run_id=f"{JOB_RUN_PREFIX}{job_id}",
+        state="queued",
+        spec=spec,
+        created=time.time(),
     )
 
 
